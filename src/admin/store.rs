@@ -1,0 +1,910 @@
+//! The SQLite store: schema, versioned migrations, and typed row access.
+//!
+//! Only [`super::Service`] calls this module, inside its transactions. The
+//! database runs in WAL mode with `synchronous = NORMAL`: a committed
+//! transaction survives the process being killed (the WAL is in the OS page
+//! cache); after a power loss the last few commits may roll back, never half.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::error::{AdminError, Result};
+use super::ids::{ConferenceId, EmailAddress, PhoneNumber};
+use super::model::*;
+use crate::time::Timestamp;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` is the count
+/// applied so far. Append; never edit a shipped step.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"
+    CREATE TABLE tenants (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        conference_id_mode TEXT NOT NULL,
+        send_emails_automatically INTEGER NOT NULL,
+        leader_pin_length INTEGER NOT NULL,
+        migrate_meetings_automatically INTEGER NOT NULL
+    );
+    CREATE TABLE dial_in_numbers (
+        number TEXT PRIMARY KEY,
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+        kind TEXT NOT NULL,
+        is_default INTEGER NOT NULL,
+        position INTEGER NOT NULL
+    );
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+        email TEXT NOT NULL UNIQUE,
+        display_name TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        provider TEXT NOT NULL,
+        provider_numbers TEXT NOT NULL DEFAULT '',
+        conference_id TEXT,
+        leader_pin TEXT,
+        default_service_number TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE operations (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        user_id INTEGER
+    );
+    CREATE TABLE conference_ids (
+        id TEXT PRIMARY KEY,
+        tenant_id INTEGER NOT NULL,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        meeting_id INTEGER,
+        issued_at INTEGER NOT NULL,
+        issued_by INTEGER NOT NULL REFERENCES operations(id),
+        revoked_at INTEGER,
+        revoked_by INTEGER REFERENCES operations(id),
+        revocation_cause TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX conference_ids_user ON conference_ids(user_id);
+    CREATE TABLE meetings (
+        id INTEGER PRIMARY KEY,
+        tenant_id INTEGER NOT NULL,
+        organizer_id INTEGER NOT NULL REFERENCES users(id),
+        subject TEXT NOT NULL,
+        start_at INTEGER NOT NULL,
+        conference_id TEXT NOT NULL,
+        dynamic INTEGER NOT NULL,
+        migrated_at INTEGER,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX meetings_organizer ON meetings(organizer_id, start_at);
+    CREATE TABLE migration_jobs (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        state TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        queued_at INTEGER NOT NULL,
+        next_run_at INTEGER,
+        runs INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        finished_at INTEGER,
+        meetings_updated INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX migration_jobs_due ON migration_jobs(state, next_run_at);
+    CREATE TABLE emails (
+        id INTEGER PRIMARY KEY,
+        to_addr TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        body TEXT NOT NULL,
+        message BLOB NOT NULL,
+        operation_id INTEGER REFERENCES operations(id),
+        created_at INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        delivered_at INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        file TEXT
+    );
+    CREATE INDEX emails_status ON emails(status);
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// Opens (creating if needed) the database and brings its schema up to date.
+pub fn open(path: &Path) -> Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let version = version.max(0) as usize;
+    if version > SCHEMA_VERSION {
+        return Err(AdminError::Io(format!(
+            "the data folder's store has schema version {version}, newer than this dialin \
+             understands ({SCHEMA_VERSION}): use a newer dialin"
+        )));
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Turns a stored text into a value, or a clear error naming the column.
+fn parse_col<T: FromStr<Err = String>>(row: &Row, col: &str) -> rusqlite::Result<T> {
+    let text: String = row.get(col)?;
+    text.parse().map_err(|e: String| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("column {col}: {e}").into(),
+        )
+    })
+}
+
+fn parse_opt<T: FromStr<Err = String>>(row: &Row, col: &str) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = row.get(col)?;
+    text.map(|t| {
+        t.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Text,
+                format!("column {col}: {e}").into(),
+            )
+        })
+    })
+    .transpose()
+}
+
+fn ts(row: &Row, col: &str) -> rusqlite::Result<Timestamp> {
+    Ok(Timestamp::from_millis(row.get(col)?))
+}
+
+fn ts_opt(row: &Row, col: &str) -> rusqlite::Result<Option<Timestamp>> {
+    Ok(row.get::<_, Option<i64>>(col)?.map(Timestamp::from_millis))
+}
+
+// ---------------------------------------------------------------- tenant
+
+pub fn tenant_count(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("SELECT count(*) FROM tenants", [], |r| r.get(0))?)
+}
+
+pub fn insert_tenant(conn: &Connection, t: &Tenant) -> Result<TenantId> {
+    conn.execute(
+        "INSERT INTO tenants (name, domain, conference_id_mode, send_emails_automatically,
+             leader_pin_length, migrate_meetings_automatically) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            t.name,
+            t.domain,
+            t.conference_id_mode.to_string(),
+            t.send_emails_automatically,
+            t.leader_pin_length,
+            t.migrate_meetings_automatically
+        ],
+    )?;
+    let id = conn.last_insert_rowid();
+    for n in &t.dial_in_numbers {
+        insert_number(conn, id, n)?;
+    }
+    Ok(id)
+}
+
+pub fn load_tenant(conn: &Connection, id: TenantId) -> Result<Tenant> {
+    let mut tenant = conn.query_row("SELECT * FROM tenants WHERE id = ?1", [id], |row| {
+        Ok(Tenant {
+            id: row.get("id")?,
+            name: row.get("name")?,
+            domain: row.get("domain")?,
+            conference_id_mode: parse_col(row, "conference_id_mode")?,
+            send_emails_automatically: row.get("send_emails_automatically")?,
+            leader_pin_length: row.get("leader_pin_length")?,
+            migrate_meetings_automatically: row.get("migrate_meetings_automatically")?,
+            dial_in_numbers: Vec::new(),
+        })
+    })?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT number, kind, is_default FROM dial_in_numbers WHERE tenant_id = ?1 ORDER BY position",
+    )?;
+    tenant.dial_in_numbers = stmt
+        .query_map([id], |row| {
+            Ok(DialInNumber {
+                number: parse_col(row, "number")?,
+                kind: parse_col(row, "kind")?,
+                default: row.get("is_default")?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(tenant)
+}
+
+pub fn update_tenant(conn: &Connection, t: &Tenant) -> Result<()> {
+    conn.execute(
+        "UPDATE tenants SET name = ?2, domain = ?3, conference_id_mode = ?4,
+             send_emails_automatically = ?5, leader_pin_length = ?6,
+             migrate_meetings_automatically = ?7 WHERE id = ?1",
+        params![
+            t.id,
+            t.name,
+            t.domain,
+            t.conference_id_mode.to_string(),
+            t.send_emails_automatically,
+            t.leader_pin_length,
+            t.migrate_meetings_automatically
+        ],
+    )?;
+    Ok(())
+}
+
+fn insert_number(conn: &Connection, tenant: TenantId, n: &DialInNumber) -> Result<()> {
+    conn.execute(
+        "INSERT INTO dial_in_numbers (number, tenant_id, kind, is_default, position)
+         VALUES (?1, ?2, ?3, ?4, (SELECT coalesce(max(position), 0) + 1 FROM dial_in_numbers))",
+        params![n.number.as_str(), tenant, n.kind.to_string(), n.default],
+    )?;
+    Ok(())
+}
+
+/// Replaces the tenant's numbers with `numbers`, keeping their order.
+pub fn set_numbers(conn: &Connection, tenant: TenantId, numbers: &[DialInNumber]) -> Result<()> {
+    conn.execute("DELETE FROM dial_in_numbers WHERE tenant_id = ?1", [tenant])?;
+    for n in numbers {
+        insert_number(conn, tenant, n)?;
+    }
+    Ok(())
+}
+
+/// The tenant that owns a dial-in number, if any.
+pub fn number_owner(conn: &Connection, number: &PhoneNumber) -> Result<Option<TenantId>> {
+    Ok(conn
+        .query_row(
+            "SELECT tenant_id FROM dial_in_numbers WHERE number = ?1",
+            [number.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+// ---------------------------------------------------------------- users
+
+/// A user row with the PIN in clear: only the service sees this.
+#[derive(Clone, Debug)]
+pub struct UserRow {
+    pub user: User,
+    pub tenant: TenantId,
+    pub pin: Option<String>,
+}
+
+const USER_SELECT: &str = "SELECT u.*,
+    (SELECT c.id FROM conference_ids c
+      WHERE c.user_id = u.id AND c.meeting_id IS NULL AND c.revoked_at IS NOT NULL
+      ORDER BY c.revoked_by DESC LIMIT 1) AS previous_id
+    FROM users u";
+
+fn user_row(row: &Row) -> rusqlite::Result<UserRow> {
+    let provider_name: String = row.get("provider")?;
+    let provider = if provider_name == "microsoft" {
+        Provider::Microsoft
+    } else {
+        let numbers: String = row.get("provider_numbers")?;
+        Provider::ThirdParty {
+            name: provider_name,
+            numbers: numbers
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+        }
+    };
+    let pin: Option<String> = row.get("leader_pin")?;
+    Ok(UserRow {
+        tenant: row.get("tenant_id")?,
+        user: User {
+            id: row.get("id")?,
+            email: parse_col(row, "email")?,
+            display_name: row.get("display_name")?,
+            enabled: row.get("enabled")?,
+            provider,
+            conference_id: parse_opt(row, "conference_id")?,
+            previous_conference_id: parse_opt(row, "previous_id")?,
+            leader_pin: pin.as_deref().map(|p| "*".repeat(p.len())),
+            default_service_number: parse_opt(row, "default_service_number")?,
+            created_at: ts(row, "created_at")?,
+            updated_at: ts(row, "updated_at")?,
+        },
+        pin,
+    })
+}
+
+pub fn find_user(conn: &Connection, email: &EmailAddress) -> Result<Option<UserRow>> {
+    let mut stmt = conn.prepare_cached(&format!("{USER_SELECT} WHERE u.email = ?1"))?;
+    Ok(stmt.query_row([email.as_str()], user_row).optional()?)
+}
+
+pub fn user_by_id(conn: &Connection, id: UserId) -> Result<UserRow> {
+    let mut stmt = conn.prepare_cached(&format!("{USER_SELECT} WHERE u.id = ?1"))?;
+    Ok(stmt.query_row([id], user_row)?)
+}
+
+pub fn list_users(conn: &Connection, enabled: Option<bool>) -> Result<Vec<User>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "{USER_SELECT} WHERE ?1 IS NULL OR u.enabled = ?1 ORDER BY u.email"
+    ))?;
+    let rows = stmt.query_map([enabled], user_row)?;
+    Ok(rows
+        .map(|r| r.map(|row| row.user))
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn insert_user(
+    conn: &Connection,
+    tenant: TenantId,
+    email: &EmailAddress,
+    display_name: &str,
+    now: Timestamp,
+) -> Result<UserId> {
+    conn.execute(
+        "INSERT INTO users (tenant_id, email, display_name, enabled, provider, created_at, updated_at)
+         VALUES (?1, ?2, ?3, 0, 'microsoft', ?4, ?4)",
+        params![tenant, email.as_str(), display_name, now.as_millis()],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Writes the mutable fields of a user.
+pub fn save_user(conn: &Connection, row: &UserRow, now: Timestamp) -> Result<()> {
+    let u = &row.user;
+    let (provider, numbers) = match &u.provider {
+        Provider::Microsoft => ("microsoft".to_string(), String::new()),
+        Provider::ThirdParty { name, numbers } => (
+            name.clone(),
+            numbers
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    };
+    conn.execute(
+        "UPDATE users SET display_name = ?2, enabled = ?3, provider = ?4, provider_numbers = ?5,
+             conference_id = ?6, leader_pin = ?7, default_service_number = ?8, updated_at = ?9
+         WHERE id = ?1",
+        params![
+            u.id,
+            u.display_name,
+            u.enabled,
+            provider,
+            numbers,
+            u.conference_id.map(|c| c.to_string()),
+            row.pin,
+            u.default_service_number.as_ref().map(|n| n.as_str()),
+            now.as_millis()
+        ],
+    )?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- operations and IDs
+
+pub fn insert_operation(
+    conn: &Connection,
+    at: Timestamp,
+    actor: &str,
+    kind: &str,
+    user: Option<UserId>,
+) -> Result<OperationId> {
+    conn.execute(
+        "INSERT INTO operations (at, actor, kind, user_id) VALUES (?1, ?2, ?3, ?4)",
+        params![at.as_millis(), actor, kind, user],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// What the store knows of an ID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdStatus {
+    Free,
+    Active {
+        user: UserId,
+        meeting: Option<MeetingId>,
+    },
+    Revoked,
+}
+
+pub fn id_status(conn: &Connection, id: ConferenceId) -> Result<IdStatus> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT user_id, meeting_id, revoked_at FROM conference_ids WHERE id = ?1",
+    )?;
+    let row = stmt
+        .query_row([id.to_string()], |r| {
+            Ok((
+                r.get::<_, UserId>(0)?,
+                r.get::<_, Option<MeetingId>>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })
+        .optional()?;
+    Ok(match row {
+        None => IdStatus::Free,
+        Some((_, _, Some(_))) => IdStatus::Revoked,
+        Some((user, meeting, None)) => IdStatus::Active { user, meeting },
+    })
+}
+
+pub fn insert_id(
+    conn: &Connection,
+    id: ConferenceId,
+    tenant: TenantId,
+    user: UserId,
+    meeting: Option<MeetingId>,
+    at: Timestamp,
+    operation: OperationId,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO conference_ids (id, tenant_id, user_id, meeting_id, issued_at, issued_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            id.to_string(),
+            tenant,
+            user,
+            meeting,
+            at.as_millis(),
+            operation
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn revoke_id(
+    conn: &Connection,
+    id: ConferenceId,
+    at: Timestamp,
+    operation: OperationId,
+    cause: RevocationCause,
+) -> Result<()> {
+    let changed = conn.execute(
+        "UPDATE conference_ids SET revoked_at = ?2, revoked_by = ?3, revocation_cause = ?4
+         WHERE id = ?1 AND revoked_at IS NULL",
+        params![id.to_string(), at.as_millis(), operation, cause.as_str()],
+    )?;
+    if changed != 1 {
+        return Err(AdminError::Conflict(format!(
+            "conference ID {id} is not active, so it can't be revoked"
+        )));
+    }
+    Ok(())
+}
+
+/// The user's active IDs: the static one and their meetings' dynamic ones.
+pub fn active_ids(
+    conn: &Connection,
+    user: UserId,
+) -> Result<Vec<(ConferenceId, Option<MeetingId>)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, meeting_id FROM conference_ids WHERE user_id = ?1 AND revoked_at IS NULL",
+    )?;
+    let rows = stmt.query_map([user], |r| Ok((parse_col(r, "id")?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// One row of the directory as the store holds it.
+pub struct DirectoryRow {
+    pub id: ConferenceId,
+    pub tenant: TenantId,
+    pub user: UserId,
+    pub meeting: Option<MeetingId>,
+    pub pin: Option<String>,
+    pub revoked: Option<(Timestamp, OperationId, RevocationCause)>,
+}
+
+/// Streams every conference ID with what the directory needs.
+pub fn for_each_directory_row(conn: &Connection, mut f: impl FnMut(DirectoryRow)) -> Result<()> {
+    let mut stmt = conn.prepare(
+        "SELECT c.id, c.tenant_id, c.user_id, c.meeting_id, u.leader_pin,
+                c.revoked_at, c.revoked_by, c.revocation_cause
+         FROM conference_ids c JOIN users u ON u.id = c.user_id",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let revoked = match r.get::<_, Option<i64>>(5)? {
+            Some(at) => Some((
+                Timestamp::from_millis(at),
+                r.get(6)?,
+                parse_col(r, "revocation_cause")?,
+            )),
+            None => None,
+        };
+        f(DirectoryRow {
+            id: parse_col(r, "id")?,
+            tenant: r.get(1)?,
+            user: r.get(2)?,
+            meeting: r.get(3)?,
+            pin: r.get(4)?,
+            revoked,
+        });
+    }
+    Ok(())
+}
+
+pub fn list_revocations(conn: &Connection, user: Option<UserId>) -> Result<Vec<Revocation>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.id, u.email, c.revocation_cause, c.revoked_by, c.revoked_at, o.actor
+         FROM conference_ids c JOIN users u ON u.id = c.user_id
+              JOIN operations o ON o.id = c.revoked_by
+         WHERE c.revoked_at IS NOT NULL AND (?1 IS NULL OR c.user_id = ?1)
+         ORDER BY c.revoked_by, c.id",
+    )?;
+    let rows = stmt.query_map([user], |r| {
+        Ok(Revocation {
+            conference_id: parse_col(r, "id")?,
+            user: parse_col(r, "email")?,
+            cause: parse_col(r, "revocation_cause")?,
+            operation_id: r.get("revoked_by")?,
+            at: ts(r, "revoked_at")?,
+            actor: r.get("actor")?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+// ---------------------------------------------------------------- meetings
+
+fn meeting_row(row: &Row) -> rusqlite::Result<Meeting> {
+    let conference_id: ConferenceId = parse_col(row, "conference_id")?;
+    let dynamic: bool = row.get("dynamic")?;
+    let current: Option<ConferenceId> = parse_opt(row, "current_id")?;
+    let migrated_at = ts_opt(row, "migrated_at")?;
+    // A dynamic meeting's own ID is current until it is revoked (disable).
+    let revoked_dynamic: bool = row.get("revoked_dynamic")?;
+    let stale = if dynamic {
+        revoked_dynamic
+    } else {
+        current != Some(conference_id)
+    };
+    let invitation = match (stale, migrated_at) {
+        (true, _) => InvitationState::Stale,
+        (false, Some(_)) => InvitationState::Migrated,
+        (false, None) => InvitationState::Current,
+    };
+    Ok(Meeting {
+        id: row.get("id")?,
+        organizer: parse_col(row, "organizer_email")?,
+        subject: row.get("subject")?,
+        start: ts(row, "start_at")?,
+        conference_id,
+        dynamic,
+        invitation,
+        migrated_at,
+        created_at: ts(row, "created_at")?,
+    })
+}
+
+fn meeting_query(filter: &str) -> String {
+    format!(
+        "SELECT * FROM (SELECT m.*, u.email AS organizer_email, u.conference_id AS current_id,
+             EXISTS (SELECT 1 FROM conference_ids c WHERE c.id = m.conference_id
+                     AND c.revoked_at IS NOT NULL) AS revoked_dynamic
+         FROM meetings m JOIN users u ON u.id = m.organizer_id) AS m {filter}"
+    )
+}
+
+pub struct NewMeeting<'a> {
+    pub tenant: TenantId,
+    pub organizer: UserId,
+    pub subject: &'a str,
+    pub start: Timestamp,
+    pub conference_id: ConferenceId,
+    pub dynamic: bool,
+}
+
+pub fn insert_meeting(conn: &Connection, m: &NewMeeting, now: Timestamp) -> Result<MeetingId> {
+    conn.execute(
+        "INSERT INTO meetings (tenant_id, organizer_id, subject, start_at, conference_id, dynamic, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            m.tenant,
+            m.organizer,
+            m.subject,
+            m.start.as_millis(),
+            m.conference_id.to_string(),
+            m.dynamic,
+            now.as_millis()
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub fn meeting(conn: &Connection, id: MeetingId) -> Result<Meeting> {
+    let mut stmt = conn.prepare_cached(&meeting_query("WHERE m.id = ?1"))?;
+    stmt.query_row([id], meeting_row)
+        .optional()?
+        .ok_or(AdminError::NotFound {
+            what: "meeting",
+            id: id.to_string(),
+        })
+}
+
+pub fn list_meetings(conn: &Connection, organizer: Option<UserId>) -> Result<Vec<Meeting>> {
+    let mut stmt = conn.prepare_cached(&meeting_query(
+        "WHERE ?1 IS NULL OR m.organizer_id = ?1 ORDER BY m.start_at, m.id",
+    ))?;
+    let rows = stmt.query_map([organizer], meeting_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Future static-ID meetings of `organizer` whose invitation carries another ID.
+pub fn stale_future_meetings(
+    conn: &Connection,
+    organizer: UserId,
+    current: ConferenceId,
+    now: Timestamp,
+) -> Result<Vec<Meeting>> {
+    let mut stmt = conn.prepare_cached(&meeting_query(
+        "WHERE m.organizer_id = ?1 AND m.dynamic = 0 AND m.start_at > ?2 AND m.conference_id != ?3
+         ORDER BY m.start_at",
+    ))?;
+    let rows = stmt.query_map(
+        params![organizer, now.as_millis(), current.to_string()],
+        meeting_row,
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn migrate_meeting(
+    conn: &Connection,
+    id: MeetingId,
+    to: ConferenceId,
+    now: Timestamp,
+) -> Result<()> {
+    conn.execute(
+        "UPDATE meetings SET conference_id = ?2, migrated_at = ?3 WHERE id = ?1",
+        params![id, to.to_string(), now.as_millis()],
+    )?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- migration jobs
+
+fn job_row(row: &Row) -> rusqlite::Result<MigrationJob> {
+    Ok(MigrationJob {
+        id: row.get("id")?,
+        user: parse_col(row, "email")?,
+        state: parse_col(row, "state")?,
+        trigger: row.get("trigger")?,
+        queued_at: ts(row, "queued_at")?,
+        next_run_at: ts_opt(row, "next_run_at")?,
+        runs: row.get("runs")?,
+        last_error: row.get("last_error")?,
+        finished_at: ts_opt(row, "finished_at")?,
+        meetings_updated: row.get("meetings_updated")?,
+    })
+}
+
+const JOB_SELECT: &str =
+    "SELECT j.*, u.email FROM migration_jobs j JOIN users u ON u.id = j.user_id";
+
+pub fn insert_job(conn: &Connection, user: UserId, job: &MigrationJob) -> Result<JobId> {
+    conn.execute(
+        "INSERT INTO migration_jobs (user_id, state, trigger, queued_at, next_run_at, runs)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            user,
+            job.state.as_str(),
+            job.trigger,
+            job.queued_at.as_millis(),
+            job.next_run_at.map(|t| t.as_millis()),
+            job.runs
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub fn save_job(conn: &Connection, job: &MigrationJob) -> Result<()> {
+    conn.execute(
+        "UPDATE migration_jobs SET state = ?2, next_run_at = ?3, runs = ?4, last_error = ?5,
+             finished_at = ?6, meetings_updated = ?7 WHERE id = ?1",
+        params![
+            job.id,
+            job.state.as_str(),
+            job.next_run_at.map(|t| t.as_millis()),
+            job.runs,
+            job.last_error,
+            job.finished_at.map(|t| t.as_millis()),
+            job.meetings_updated
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn job(conn: &Connection, id: JobId) -> Result<MigrationJob> {
+    let mut stmt = conn.prepare_cached(&format!("{JOB_SELECT} WHERE j.id = ?1"))?;
+    stmt.query_row([id], job_row)
+        .optional()?
+        .ok_or(AdminError::NotFound {
+            what: "migration job",
+            id: id.to_string(),
+        })
+}
+
+pub fn job_user(conn: &Connection, id: JobId) -> Result<UserId> {
+    Ok(conn.query_row(
+        "SELECT user_id FROM migration_jobs WHERE id = ?1",
+        [id],
+        |r| r.get(0),
+    )?)
+}
+
+pub fn pending_job_for(conn: &Connection, user: UserId) -> Result<Option<MigrationJob>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "{JOB_SELECT} WHERE j.user_id = ?1 AND j.state = 'pending' ORDER BY j.id LIMIT 1"
+    ))?;
+    Ok(stmt.query_row([user], job_row).optional()?)
+}
+
+pub fn list_jobs(conn: &Connection, user: Option<UserId>) -> Result<Vec<MigrationJob>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "{JOB_SELECT} WHERE ?1 IS NULL OR j.user_id = ?1 ORDER BY j.id"
+    ))?;
+    let rows = stmt.query_map([user], job_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn due_jobs(conn: &Connection, now: Timestamp) -> Result<Vec<JobId>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM migration_jobs WHERE state = 'pending' AND next_run_at <= ?1
+         ORDER BY next_run_at, id",
+    )?;
+    let rows = stmt.query_map([now.as_millis()], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A run cut short by a crash goes back to pending, to be run again.
+pub fn requeue_interrupted_jobs(conn: &Connection) -> Result<usize> {
+    Ok(conn.execute(
+        "UPDATE migration_jobs SET state = 'pending' WHERE state = 'in-progress'",
+        [],
+    )?)
+}
+
+// ---------------------------------------------------------------- emails
+
+pub struct NewEmail<'a> {
+    pub to: &'a EmailAddress,
+    pub kind: EmailKind,
+    pub subject: &'a str,
+    pub body: &'a str,
+    pub message: &'a [u8],
+    pub operation: Option<OperationId>,
+}
+
+pub fn insert_email(conn: &Connection, e: &NewEmail, now: Timestamp) -> Result<EmailId> {
+    conn.execute(
+        "INSERT INTO emails (to_addr, kind, subject, body, message, operation_id, created_at, status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued')",
+        params![
+            e.to.as_str(),
+            e.kind.as_str(),
+            e.subject,
+            e.body,
+            e.message,
+            e.operation,
+            now.as_millis()
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn email_row(row: &Row, with_body: bool) -> rusqlite::Result<Email> {
+    Ok(Email {
+        id: row.get("id")?,
+        to: parse_col(row, "to_addr")?,
+        kind: parse_col(row, "kind")?,
+        subject: row.get("subject")?,
+        created_at: ts(row, "created_at")?,
+        status: row.get("status")?,
+        delivered_at: ts_opt(row, "delivered_at")?,
+        attempts: row.get("attempts")?,
+        last_error: row.get("last_error")?,
+        file: row.get("file")?,
+        body: if with_body {
+            Some(row.get("body")?)
+        } else {
+            None
+        },
+    })
+}
+
+pub fn list_emails(conn: &Connection, to: Option<&EmailAddress>) -> Result<Vec<Email>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT * FROM emails WHERE ?1 IS NULL OR to_addr = ?1 ORDER BY id")?;
+    let rows = stmt.query_map([to.map(|t| t.as_str())], |r| email_row(r, false))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn email(conn: &Connection, id: EmailId) -> Result<Email> {
+    conn.query_row("SELECT * FROM emails WHERE id = ?1", [id], |r| {
+        email_row(r, true)
+    })
+    .optional()?
+    .ok_or(AdminError::NotFound {
+        what: "email",
+        id: id.to_string(),
+    })
+}
+
+/// An email waiting for delivery: what the outbox needs to write or send it.
+pub struct QueuedEmail {
+    pub id: EmailId,
+    pub to: EmailAddress,
+    pub kind: EmailKind,
+    pub message: Vec<u8>,
+    pub file: Option<String>,
+}
+
+fn queued_row(r: &Row) -> rusqlite::Result<QueuedEmail> {
+    Ok(QueuedEmail {
+        id: r.get("id")?,
+        to: parse_col(r, "to_addr")?,
+        kind: parse_col(r, "kind")?,
+        message: r.get("message")?,
+        file: r.get("file")?,
+    })
+}
+
+/// The oldest queued emails, at most `limit`.
+pub fn queued_emails(conn: &Connection, limit: usize) -> Result<Vec<QueuedEmail>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, to_addr, kind, message, file FROM emails WHERE status = 'queued'
+         ORDER BY id LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit as i64], queued_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// One email, if it is still queued.
+pub fn queued_email(conn: &Connection, id: EmailId) -> Result<Option<QueuedEmail>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, to_addr, kind, message, file FROM emails WHERE id = ?1 AND status = 'queued'",
+    )?;
+    Ok(stmt.query_row([id], queued_row).optional()?)
+}
+
+pub fn mark_email_written(conn: &Connection, id: EmailId, file: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE emails SET file = ?2 WHERE id = ?1",
+        params![id, file],
+    )?;
+    Ok(())
+}
+
+pub fn mark_email_delivered(conn: &Connection, id: EmailId, now: Timestamp) -> Result<()> {
+    conn.execute(
+        "UPDATE emails SET status = 'delivered', delivered_at = ?2, attempts = attempts + 1,
+             last_error = NULL WHERE id = ?1",
+        params![id, now.as_millis()],
+    )?;
+    Ok(())
+}
+
+pub fn mark_email_failed(conn: &Connection, id: EmailId, error: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE emails SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+        params![id, error],
+    )?;
+    Ok(())
+}

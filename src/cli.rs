@@ -1,0 +1,277 @@
+//! The command line (clap derive structs only; `cmd` runs them).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dialin",
+    version,
+    about = "A dial-in conferencing bridge simulator: the auto attendant, conference IDs and their admin"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a bridge: owns the data folder and serves the admin API.
+    Serve(ServeArgs),
+    /// Administer tenants, users, conference IDs, meetings and emails.
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The data folder (store, outbox, admin token).
+    #[arg(long, default_value = "./dialin-data", env = "DIALIN_DATA")]
+    pub data: PathBuf,
+    /// Where the HTTP admin API listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub admin: SocketAddr,
+    /// Also send emails to this SMTP relay (smtp://HOST[:PORT]).
+    #[arg(long)]
+    pub smtp: Option<String>,
+    /// `real`, or `manual` (time stands still until POST /api/clock/advance),
+    /// or `manual:TIME` to start at an RFC 3339 time.
+    #[arg(long, default_value = "real")]
+    pub clock: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The data folder: its running server is used, or the folder is opened directly.
+    #[arg(
+        long,
+        default_value = "./dialin-data",
+        env = "DIALIN_DATA",
+        global = true
+    )]
+    pub data: PathBuf,
+    /// Talk to the server at this URL instead (http://HOST:PORT).
+    #[arg(long, env = "DIALIN_SERVER", global = true)]
+    pub server: Option<String>,
+    /// The admin token for --server (default: the data folder's admin-token).
+    #[arg(long, env = "DIALIN_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the API's JSON answer.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Tenant settings and dial-in numbers.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Users, their conference IDs and PINs.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Meetings and their invitations.
+    #[command(subcommand)]
+    Meeting(MeetingCommand),
+    /// Meeting migration jobs (the Meeting Update Tool).
+    #[command(subcommand)]
+    Migration(MigrationCommand),
+    /// Emails sent to users.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+    /// The audit of revoked conference IDs.
+    Revocations {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// What a caller entering this ID would get.
+    Lookup { conference_id: String },
+    /// The admin clock (advance works on a server started with --clock manual).
+    #[command(subcommand)]
+    Clock(ClockCommand),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+impl OnOff {
+    pub fn as_bool(self) -> bool {
+        matches!(self, OnOff::On)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Show the tenant's settings and dial-in numbers.
+    Show,
+    /// Change tenant settings.
+    Set {
+        #[arg(long)]
+        name: Option<String>,
+        /// The mail domain emails are sent from.
+        #[arg(long)]
+        domain: Option<String>,
+        /// static or dynamic-only.
+        #[arg(long)]
+        conference_id_mode: Option<String>,
+        /// Email users automatically on enable and reset.
+        #[arg(long)]
+        send_emails: Option<OnOff>,
+        /// Leader PIN length, 4 to 12.
+        #[arg(long)]
+        pin_length: Option<u8>,
+        /// Queue a meeting migration automatically after a reset.
+        #[arg(long)]
+        migrate_meetings: Option<OnOff>,
+    },
+    /// Dial-in service numbers.
+    #[command(subcommand)]
+    Number(NumberCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NumberCommand {
+    /// Add a dial-in number (+E.164, E.164 or tel: form).
+    Add {
+        number: String,
+        #[arg(long)]
+        toll_free: bool,
+        /// Print it in emails and invitations.
+        #[arg(long)]
+        default: bool,
+    },
+    /// Remove a dial-in number.
+    Remove { number: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user without enabling dial-in conferencing.
+    Add {
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Enable a user for dial-in conferencing (creates the user if needed).
+    Enable {
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// microsoft (default) or the third-party provider's name.
+        #[arg(long)]
+        provider: Option<String>,
+        /// The third-party provider's dial-in numbers.
+        #[arg(long = "provider-number")]
+        provider_numbers: Vec<String>,
+        /// Set this conference ID instead of a random one.
+        #[arg(long)]
+        conference_id: Option<String>,
+        /// One of the tenant's numbers, printed first for this user.
+        #[arg(long)]
+        default_number: Option<String>,
+        /// Move a user from another provider.
+        #[arg(long)]
+        replace_provider: bool,
+        #[arg(long)]
+        no_email: bool,
+    },
+    /// Show a user.
+    Show { email: String },
+    /// List users.
+    List {
+        /// Only enabled users.
+        #[arg(long)]
+        enabled: bool,
+    },
+    /// Reset the conference ID: a new random ID; the old one stops working at once.
+    ResetId {
+        email: String,
+        /// Do not email the user.
+        #[arg(long)]
+        no_email: bool,
+    },
+    /// Set the conference ID by hand.
+    SetId {
+        email: String,
+        conference_id: String,
+        #[arg(long)]
+        no_email: bool,
+    },
+    /// Reset the leader PIN (shown once).
+    ResetPin {
+        email: String,
+        #[arg(long)]
+        no_email: bool,
+    },
+    /// Email the conference ID and dial-in numbers (not the PIN).
+    SendInfo { email: String },
+    /// Disable dial-in conferencing; the user's IDs are revoked.
+    Disable { email: String },
+    /// Enable every user of a CSV file (columns: email, display_name, provider,
+    /// conference_id, provider_numbers, default_service_number).
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        no_email: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MeetingCommand {
+    /// Schedule a meeting; its invitation carries a conference ID.
+    Schedule {
+        #[arg(long)]
+        organizer: String,
+        #[arg(long)]
+        subject: String,
+        /// RFC 3339 time, or +DURATION from now (e.g. +2h).
+        #[arg(long)]
+        start: String,
+    },
+    /// List meetings, with whether each invitation is current, stale or migrated.
+    List {
+        #[arg(long)]
+        organizer: Option<String>,
+        /// Only invitations that carry a revoked ID.
+        #[arg(long)]
+        stale: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrationCommand {
+    /// Queue a migration of the user's future meetings to their current ID.
+    Start { email: String },
+    /// Show migration jobs (all, or one user's).
+    Status { email: Option<String> },
+    /// Run the jobs that are due now.
+    Run,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// List emails.
+    List {
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Show one email with its text.
+    Show { id: i64 },
+    /// Retry delivery of queued emails now.
+    Deliver,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClockCommand {
+    Show,
+    /// Move the clock forward (e.g. 2h) and run what came due.
+    Advance {
+        by: String,
+    },
+}

@@ -1,0 +1,4 @@
+//! The commands behind the CLI: each takes its parsed arguments and runs.
+
+pub mod admin;
+pub mod serve;

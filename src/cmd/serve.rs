@@ -1,0 +1,53 @@
+//! `dialin serve`: bind, print where to reach the server, run until Ctrl-C.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::cli::ServeArgs;
+use crate::net::server::{ServeOptions, Server};
+use crate::time::{Clock, ManualClock, SystemClock, Timestamp};
+
+fn clock(spec: &str) -> anyhow::Result<Arc<dyn Clock>> {
+    match spec
+        .split_once(':')
+        .map_or((spec, None), |(a, b)| (a, Some(b)))
+    {
+        ("real", None) => Ok(Arc::new(SystemClock)),
+        ("manual", start) => {
+            let now = SystemClock.now();
+            let start = match start {
+                Some(text) => Timestamp::parse_relative(text, now).map_err(anyhow::Error::msg)?,
+                None => now,
+            };
+            Ok(Arc::new(ManualClock::new(start)))
+        }
+        _ => anyhow::bail!("'{spec}' is not a clock: use real, manual, or manual:TIME (RFC 3339)"),
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut options = ServeOptions::new(args.data.clone());
+    options.admin = args.admin;
+    options.clock = clock(&args.clock)?;
+    options.smtp = args
+        .smtp
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let server = Server::bind(options).await?;
+    let addr = server.admin_addr();
+    let directory = server.service().directory().len();
+    tracing::info!(%addr, directory, "dialin is serving");
+    println!(
+        "dialin: admin API on http://{addr} (token in {}); {directory} conference IDs in the directory. Ctrl-C stops.",
+        args.data.join("admin-token").display()
+    );
+    server
+        .run(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("the server stopped with an error")
+}

@@ -1,0 +1,26 @@
+//! dialin: a dial-in conferencing bridge simulator.
+//!
+//! A caller dials a service number, the auto attendant asks for a 7-digit
+//! conference ID followed by `#`, looks it up in the [`directory`], and puts
+//! the caller into the meeting or rejects the ID. Admins enable users, reset
+//! conference IDs (the old ID stops working at once), send conference info
+//! and migrate meetings, through the [`admin`] service.
+//!
+//! # Layout
+//! - [`time`]: timestamps and the injected clock
+//! - [`admin`]: the admin model, rules, SQLite store, emails, migration jobs
+//! - [`directory`]: the concurrent map the bridge looks IDs up in; only the
+//!   admin service writes it
+//! - [`datadir`]: the data folder (store, outbox, token, lock)
+//! - [`net`]: the tokio side: the HTTP admin API and the server
+//! - [`client`]: the admin API client the CLI uses
+//! - [`cmd`]: the command-line commands (`serve`, `admin`)
+
+pub mod admin;
+pub mod cli;
+pub mod client;
+pub mod cmd;
+pub mod datadir;
+pub mod directory;
+pub mod net;
+pub mod time;

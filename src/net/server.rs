@@ -1,0 +1,149 @@
+//! `dialin serve`: owns a data folder, rebuilds the directory from its
+//! store, and serves the admin API until the shutdown future resolves.
+//! A ticker runs due migration jobs and retries queued emails.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+
+use crate::admin::mail::SmtpRelay;
+use crate::admin::{Options, Service};
+use crate::datadir::{DataDir, FolderLock, ServerInfo};
+use crate::time::{Clock, SystemClock};
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub data: PathBuf,
+    pub admin: SocketAddr,
+    pub smtp: Option<SmtpRelay>,
+    pub clock: Arc<dyn Clock>,
+    /// How often due migrations and queued emails are looked at.
+    pub tick: Duration,
+}
+
+impl ServeOptions {
+    pub fn new(data: PathBuf) -> Self {
+        ServeOptions {
+            data,
+            admin: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            smtp: None,
+            clock: Arc::new(SystemClock),
+            tick: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    service: Arc<Service>,
+    listener: TcpListener,
+    data: DataDir,
+    token: String,
+    tick: Duration,
+    _lock: FolderLock,
+}
+
+impl Server {
+    /// Takes the data folder, opens the store and binds the admin address.
+    pub async fn bind(options: ServeOptions) -> anyhow::Result<Server> {
+        let data = DataDir::create(&options.data)?;
+        let Some(lock) = data.try_lock()? else {
+            let info = data
+                .read_server_info()
+                .map(|i| format!(" (pid {}, admin API at {})", i.pid, i.admin_url))
+                .unwrap_or_default();
+            bail!(
+                "the data folder {} is in use by another dialin server{info}: stop it, or give another --data",
+                data.root().display()
+            );
+        };
+        let token = data.token().context("reading the admin token")?;
+        let service_options = Options {
+            clock: options.clock,
+            rng_seed: None,
+            smtp: options.smtp,
+        };
+        let (store, outbox) = (data.store_path(), data.outbox_dir());
+        let service =
+            tokio::task::spawn_blocking(move || Service::open(&store, outbox, service_options))
+                .await?
+                .with_context(|| format!("opening the store in {}", data.root().display()))?;
+        let listener = TcpListener::bind(options.admin)
+            .await
+            .with_context(|| format!("binding the admin API to {}", options.admin))?;
+        let addr = listener.local_addr()?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the admin API listens beyond loopback without TLS: put it behind a TLS proxy");
+        }
+        data.write_server_info(&ServerInfo {
+            admin_url: format!("http://{addr}"),
+            pid: std::process::id(),
+        })?;
+        Ok(Server {
+            service: Arc::new(service),
+            listener,
+            data,
+            token,
+            tick: options.tick,
+            _lock: lock,
+        })
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Serves until `shutdown` resolves, then releases the data folder.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let router = super::http::router(
+            self.service.clone(),
+            self.token.clone(),
+            "admin-token".into(),
+        );
+        let ticker = tokio::spawn(run_ticker(self.service.clone(), self.tick));
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        ticker.abort();
+        self.data.remove_server_info();
+        served.context("serving the admin API")
+    }
+}
+
+/// Runs due migrations and retries queued emails, once per `tick`.
+async fn run_ticker(service: Arc<Service>, tick: Duration) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let service = service.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            service.run_due_migrations()?;
+            service.deliver_queued()
+        })
+        .await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "background admin work failed"),
+            Err(e) => tracing::error!(error = %e, "background admin work panicked"),
+        }
+    }
+}
