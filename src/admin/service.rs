@@ -1270,36 +1270,47 @@ impl Service {
 
     // -------------------------------------------------------------- email delivery
 
-    /// Delivers the given queued emails now (after their commit).
+    /// Writes the given emails' `.eml` files right after their commit. With
+    /// an SMTP relay, sending waits for the next delivery pass, so that a
+    /// slow or absent relay never holds up an admin operation.
     fn deliver(&self, ids: &[EmailId]) {
         if ids.is_empty() {
             return;
         }
         let _one_pass = self.delivery.lock().unwrap_or_else(PoisonError::into_inner);
         for id in ids {
-            let queued = match self.read(|c| store::queued_email(c, *id)) {
-                Ok(Some(q)) => q,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::error!(email = id, error = %e, "could not read a queued email");
-                    continue;
+            match self.read(|c| store::queued_email(c, *id)) {
+                Ok(Some(queued)) => {
+                    self.deliver_one(&queued, false);
                 }
-            };
-            self.deliver_one(&queued);
+                Ok(None) => {}
+                Err(e) => tracing::error!(email = id, error = %e, "could not read a queued email"),
+            }
         }
     }
 
-    /// Retries every queued email (the server calls this periodically).
-    /// Returns how many were delivered.
+    /// Delivers every queued email now: the `.eml` file if not written yet,
+    /// and the SMTP relay when one is set. Returns how many were delivered.
     pub fn deliver_queued(&self) -> Result<usize> {
-        let _one_pass = self.delivery.lock().unwrap_or_else(PoisonError::into_inner);
-        let queued = self.read(|c| store::queued_emails(c, 100))?;
-        Ok(queued.iter().filter(|q| self.deliver_one(q)).count())
+        self.deliver_pass(None)
     }
 
-    fn deliver_one(&self, email: &store::QueuedEmail) -> bool {
+    /// Delivers the queued emails whose retry back-off has passed (the
+    /// server calls this every tick, so a relay that is down is not hammered).
+    pub fn deliver_due(&self) -> Result<usize> {
+        self.deliver_pass(Some(self.clock.now()))
+    }
+
+    fn deliver_pass(&self, due_by: Option<Timestamp>) -> Result<usize> {
+        let _one_pass = self.delivery.lock().unwrap_or_else(PoisonError::into_inner);
+        let queued = self.read(|c| store::queued_emails(c, due_by, 100))?;
+        Ok(queued.iter().filter(|q| self.deliver_one(q, true)).count())
+    }
+
+    /// One delivery attempt; true when the email is now delivered.
+    fn deliver_one(&self, email: &store::QueuedEmail, send_smtp: bool) -> bool {
         let now = self.clock.now();
-        let result = (|| -> std::result::Result<(), String> {
+        let result = (|| -> std::result::Result<bool, String> {
             if email.file.is_none() {
                 let name = self
                     .outbox
@@ -1308,23 +1319,28 @@ impl Service {
                 self.read(|c| store::mark_email_written(c, email.id, &name))
                     .map_err(|e| e.to_string())?;
             }
-            if self.outbox.has_smtp() {
-                let domain = self.tenant().map(|t| t.domain).unwrap_or_default();
-                self.outbox.send_smtp(email, &domain)?;
+            if !self.outbox.has_smtp() {
+                return Ok(true);
             }
-            Ok(())
+            if !send_smtp {
+                return Ok(false);
+            }
+            let domain = self.tenant().map(|t| t.domain).unwrap_or_default();
+            self.outbox.send_smtp(email, &domain)?;
+            Ok(true)
         })();
         let stored = match &result {
-            Ok(()) => self.read(|c| store::mark_email_delivered(c, email.id, now)),
+            Ok(true) => self.read(|c| store::mark_email_delivered(c, email.id, now)),
+            Ok(false) => Ok(()),
             Err(error) => {
                 tracing::warn!(email = email.id, %error, "email delivery failed; it stays queued");
-                self.read(|c| store::mark_email_failed(c, email.id, error))
+                self.read(|c| store::mark_email_failed(c, email.id, error, now))
             }
         };
         if let Err(e) = stored {
             tracing::error!(email = email.id, error = %e, "could not record an email delivery");
         }
-        result.is_ok()
+        matches!(result, Ok(true))
     }
 }
 

@@ -107,6 +107,7 @@ const MIGRATIONS: &[&str] = &[
         delivered_at INTEGER,
         attempts INTEGER NOT NULL DEFAULT 0,
         last_error TEXT,
+        next_attempt_at INTEGER,
         file TEXT
     );
     CREATE INDEX emails_status ON emails(status);
@@ -866,13 +867,22 @@ fn queued_row(r: &Row) -> rusqlite::Result<QueuedEmail> {
     })
 }
 
-/// The oldest queued emails, at most `limit`.
-pub fn queued_emails(conn: &Connection, limit: usize) -> Result<Vec<QueuedEmail>> {
+/// The oldest queued emails, at most `limit`; with `due_by`, only those
+/// whose retry back-off has passed by then.
+pub fn queued_emails(
+    conn: &Connection,
+    due_by: Option<Timestamp>,
+    limit: usize,
+) -> Result<Vec<QueuedEmail>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, to_addr, kind, message, file FROM emails WHERE status = 'queued'
-         ORDER BY id LIMIT ?1",
+             AND (?1 IS NULL OR next_attempt_at IS NULL OR next_attempt_at <= ?1)
+         ORDER BY id LIMIT ?2",
     )?;
-    let rows = stmt.query_map([limit as i64], queued_row)?;
+    let rows = stmt.query_map(
+        params![due_by.map(|t| t.as_millis()), limit as i64],
+        queued_row,
+    )?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -901,10 +911,19 @@ pub fn mark_email_delivered(conn: &Connection, id: EmailId, now: Timestamp) -> R
     Ok(())
 }
 
-pub fn mark_email_failed(conn: &Connection, id: EmailId, error: &str) -> Result<()> {
+/// Records a failed attempt; the next one is due after a back-off that
+/// doubles per attempt from 2 s up to 10 minutes.
+pub fn mark_email_failed(
+    conn: &Connection,
+    id: EmailId,
+    error: &str,
+    now: Timestamp,
+) -> Result<()> {
     conn.execute(
-        "UPDATE emails SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
-        params![id, error],
+        "UPDATE emails SET attempts = attempts + 1, last_error = ?2,
+             next_attempt_at = ?3 + min(600000, 1000 * (1 << min(attempts + 1, 10)))
+         WHERE id = ?1",
+        params![id, error, now.as_millis()],
     )?;
     Ok(())
 }

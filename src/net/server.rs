@@ -137,7 +137,7 @@ async fn run_ticker(service: Arc<Service>, tick: Duration) {
         let service = service.clone();
         let result = tokio::task::spawn_blocking(move || {
             service.run_due_migrations()?;
-            service.deliver_queued()
+            service.deliver_due()
         })
         .await;
         match result {
