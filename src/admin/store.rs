@@ -189,17 +189,11 @@ pub fn tenant_count(conn: &Connection) -> Result<i64> {
 pub fn insert_tenant(conn: &Connection, t: &Tenant) -> Result<TenantId> {
     conn.execute(
         "INSERT INTO tenants (name, domain, conference_id_mode, send_emails_automatically,
-             leader_pin_length, migrate_meetings_automatically) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            t.name,
-            t.domain,
-            t.conference_id_mode.to_string(),
-            t.send_emails_automatically,
-            t.leader_pin_length,
-            t.migrate_meetings_automatically
-        ],
+             leader_pin_length, migrate_meetings_automatically) VALUES ('', '', '', 0, 0, 0)",
+        [],
     )?;
     let id = conn.last_insert_rowid();
+    update_tenant(conn, &Tenant { id, ..t.clone() })?;
     for n in &t.dial_in_numbers {
         insert_number(conn, id, n)?;
     }

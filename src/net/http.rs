@@ -233,11 +233,15 @@ fn flag(query: &HashMap<String, String>, name: &str) -> Result<Option<bool>, Api
         .transpose()
 }
 
-fn optional_email(
-    query: &HashMap<String, String>,
+/// The one optional email filter a list route takes (`?user=`, `?to=`, ...).
+fn email_filter(
+    query: HashMap<String, String>,
     name: &str,
 ) -> Result<Option<EmailAddress>, ApiError> {
-    query.get(name).map(|v| email(v)).transpose()
+    params(query, &[name])?
+        .get(name)
+        .map(|v| email(v))
+        .transpose()
 }
 
 #[derive(Default, serde::Deserialize)]
@@ -444,8 +448,7 @@ async fn meeting_list(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    let q = params(q, &["organizer"])?;
-    let organizer = optional_email(&q, "organizer")?;
+    let organizer = email_filter(q, "organizer")?;
     run(&s, StatusCode::OK, move |svc, _| {
         svc.meetings(organizer.as_ref())
     })
@@ -485,8 +488,7 @@ async fn migration_list(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    let q = params(q, &["user"])?;
-    let user = optional_email(&q, "user")?;
+    let user = email_filter(q, "user")?;
     run(&s, StatusCode::OK, move |svc, _| {
         svc.migration_jobs(user.as_ref())
     })
@@ -526,8 +528,7 @@ async fn outbox_list(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    let q = params(q, &["to"])?;
-    let to = optional_email(&q, "to")?;
+    let to = email_filter(q, "to")?;
     run(&s, StatusCode::OK, move |svc, _| svc.emails(to.as_ref())).await
 }
 
@@ -548,8 +549,7 @@ async fn revocation_list(
     State(s): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    let q = params(q, &["user"])?;
-    let user = optional_email(&q, "user")?;
+    let user = email_filter(q, "user")?;
     run(&s, StatusCode::OK, move |svc, _| {
         svc.revocations(user.as_ref())
     })
