@@ -60,6 +60,9 @@ pub struct Service {
     inner: Mutex<Inner>,
     /// One delivery pass at a time, so a queued email is not sent twice.
     delivery: Mutex<()>,
+    /// One migration pass at a time: a caller that finds a pass running
+    /// waits for it, so when its own pass returns, what was due has run.
+    migrations: Mutex<()>,
     directory: Arc<Directory>,
     clock: Arc<dyn Clock>,
     outbox: Outbox,
@@ -651,6 +654,7 @@ impl Service {
         Ok(Service {
             inner: Mutex::new(Inner { conn, rng }),
             delivery: Mutex::new(()),
+            migrations: Mutex::new(()),
             directory,
             clock: options.clock,
             outbox: Outbox::new(outbox_dir, options.smtp),
@@ -1208,6 +1212,10 @@ impl Service {
     /// Runs every migration job that is due by the clock. Each run is two
     /// commits: InProgress, then the rewritten invitations with the outcome.
     pub fn run_due_migrations(&self) -> Result<Vec<MigrationRun>> {
+        let _one_pass = self
+            .migrations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let now = self.clock.now();
         let due = self.read(|c| store::due_jobs(c, now))?;
         let mut runs = Vec::with_capacity(due.len());

@@ -61,8 +61,9 @@ async fn connect(args: &AdminArgs) -> anyhow::Result<Connection> {
         None => {
             let Some(info) = data.read_server_info() else {
                 bail!(
-                    "the data folder {} is in use by another process that published no admin API \
-                     address (server.json): wait for the server to start, or give --server URL",
+                    "the data folder {} is in use by another dialin process (another admin command, \
+                     or a server that has not published its admin API address yet): try again \
+                     when it is done, or give --server URL",
                     data.root().display()
                 );
             };

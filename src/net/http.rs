@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -81,6 +81,11 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
+/// The largest request body: JSON bodies are small...
+const BODY_LIMIT: usize = 2 << 20;
+/// ...but a CSV import may list many users (about 1 million at 64 MiB).
+const IMPORT_LIMIT: usize = 64 << 20;
+
 /// Builds the API router. `actor` names who the changes are recorded as made by.
 pub fn router(service: Arc<Service>, token: String, actor: String) -> Router {
     let state = ApiState {
@@ -96,7 +101,10 @@ pub fn router(service: Arc<Service>, token: String, actor: String) -> Router {
             axum::routing::delete(number_remove),
         )
         .route("/api/users", get(user_list).post(user_add))
-        .route("/api/users/import", post(user_import))
+        .route(
+            "/api/users/import",
+            post(user_import).layer(DefaultBodyLimit::max(IMPORT_LIMIT)),
+        )
         .route("/api/users/{email}", get(user_show))
         .route("/api/users/{email}/enable", post(user_enable))
         .route("/api/users/{email}/disable", post(user_disable))
@@ -119,6 +127,8 @@ pub fn router(service: Arc<Service>, token: String, actor: String) -> Router {
         .route("/api/clock/advance", post(clock_advance))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(json_errors))
         .with_state(state)
 }
 
@@ -145,13 +155,67 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
             "missing bearer token: send 'Authorization: Bearer TOKEN' (the token is in the data folder's admin-token file)",
         );
     };
-    let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
+    // RFC 7235 §2.1: the scheme name is case-insensitive.
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token);
+    let Some(token) = token else {
         return unauthorized("malformed Authorization header: it must be 'Bearer TOKEN'");
     };
     if !same_token(token.trim().as_bytes(), state.token.as_bytes()) {
         return unauthorized("wrong bearer token");
     }
     next.run(request).await
+}
+
+/// Turns the errors axum answers by itself (405, 413, a path that is not
+/// UTF-8, ...) into the API's JSON error form, so every error is JSON.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let bytes = axum::body::to_bytes(response.into_body(), 64 << 10)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method-not-allowed",
+            format!("{method} is not allowed on {path}"),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "too-large",
+            format!(
+                "the request body is too large: at most {} MiB ({} MiB for a CSV import)",
+                BODY_LIMIT >> 20,
+                IMPORT_LIMIT >> 20
+            ),
+        ),
+        _ if text.is_empty() => ("invalid", status.to_string()),
+        _ => ("invalid", text),
+    };
+    let mut response = ApiError {
+        status,
+        code,
+        message,
+    }
+    .into_response();
+    if let Some(allow) = allow {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -429,7 +493,8 @@ async fn user_import(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !content_type.starts_with("text/csv") {
+    // RFC 9110 §8.3.1: media types are case-insensitive.
+    if !content_type.to_ascii_lowercase().starts_with("text/csv") {
         return Err(ApiError::bad_request(format!(
             "the import body is a CSV: send it with Content-Type: text/csv (got '{content_type}')"
         )));
