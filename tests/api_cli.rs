@@ -1265,3 +1265,17 @@ async fn a_csv_import_larger_than_a_json_body_is_accepted() {
         .expect("a large import is accepted");
     assert_eq!(report["created"], n);
 }
+
+#[test]
+fn sigterm_stops_the_server_cleanly_and_frees_the_folder() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = ServeProcess::start(data.path(), &[]);
+    let status = server.terminate();
+    assert!(status.success(), "exit 0 on SIGTERM: {status}");
+    let dir = DataDir::existing(data.path());
+    assert!(dir.read_server_info().is_none(), "server.json is removed");
+    assert!(
+        dir.try_lock().unwrap().is_some(),
+        "the folder's lock is free"
+    );
+}

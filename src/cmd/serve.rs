@@ -41,13 +41,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let directory = server.service().directory().len();
     tracing::info!(%addr, directory, "dialin is serving");
     println!(
-        "dialin: admin API on http://{addr} (token in {}); {directory} conference IDs in the directory. Ctrl-C stops.",
+        "dialin: admin API on http://{addr} (token in {}); {directory} conference IDs in the directory. Ctrl-C or SIGTERM stops.",
         args.data.join("admin-token").display()
     );
     server
-        .run(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .run(stop_signal()?)
         .await
         .context("the server stopped with an error")
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, so both a terminal and a
+/// service manager stop the server cleanly.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("stopping");
+    })
 }

@@ -173,6 +173,26 @@ impl ServeProcess {
         self.child.id()
     }
 
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM was delivered");
+        let started = Instant::now();
+        for _ in 0..MAX_POLLS {
+            if let Some(status) = self.child.try_wait().expect("the child can be polled") {
+                return status;
+            }
+            if started.elapsed() > PROCESS_DEADLINE {
+                break;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        panic!("dialin serve did not stop on SIGTERM in time");
+    }
+
     pub fn client(&self) -> Client {
         Client::remote(&self.url, self.token.clone()).expect("server.json holds a valid URL")
     }
