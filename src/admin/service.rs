@@ -60,6 +60,9 @@ pub struct Service {
     inner: Mutex<Inner>,
     /// One delivery pass at a time, so a queued email is not sent twice.
     delivery: Mutex<()>,
+    /// A second connection for WAL checkpoints, so their fsyncs run beside
+    /// commits instead of inside one, under the write lock.
+    checkpointer: Mutex<Connection>,
     /// One migration pass at a time: a caller that finds a pass running
     /// waits for it, so when its own pass returns, what was due has run.
     migrations: Mutex<()>,
@@ -639,7 +642,7 @@ impl Service {
         }
         let tenant_id: TenantId =
             conn.query_row("SELECT min(id) FROM tenants", [], |r| r.get(0))?;
-        let requeued = store::requeue_interrupted_jobs(&conn)?;
+        let requeued = store::requeue_interrupted_jobs(&conn, options.clock.now())?;
         if requeued > 0 {
             tracing::warn!(
                 requeued,
@@ -653,6 +656,7 @@ impl Service {
         };
         Ok(Service {
             inner: Mutex::new(Inner { conn, rng }),
+            checkpointer: Mutex::new(store::open(store_path)?),
             delivery: Mutex::new(()),
             migrations: Mutex::new(()),
             directory,
@@ -660,6 +664,17 @@ impl Service {
             outbox: Outbox::new(outbox_dir, options.smtp),
             tenant_id,
         })
+    }
+
+    /// Copies committed WAL pages into the database file without blocking
+    /// writers (a passive checkpoint); the server calls it every tick.
+    pub fn checkpoint(&self) -> Result<()> {
+        let conn = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
     }
 
     /// The directory the bridge reads.
@@ -694,11 +709,12 @@ impl Service {
         kind: &'static str,
         f: impl FnOnce(&mut Tx) -> Result<T>,
     ) -> Result<T> {
-        let now = self.clock.now();
         let emails;
         let out;
         {
             let mut guard = self.lock();
+            // Read under the lock, so operation times follow commit order.
+            let now = self.clock.now();
             let Inner { conn, rng } = &mut *guard;
             let conn = conn.transaction()?;
             let tenant = store::load_tenant(&conn, self.tenant_id)?;

@@ -94,6 +94,7 @@ const MIGRATIONS: &[&str] = &[
         meetings_updated INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX migration_jobs_due ON migration_jobs(state, next_run_at);
+    CREATE INDEX migration_jobs_user ON migration_jobs(user_id);
     CREATE TABLE emails (
         id INTEGER PRIMARY KEY,
         to_addr TEXT NOT NULL,
@@ -122,6 +123,9 @@ pub fn open(path: &Path) -> Result<Connection> {
     let mut conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Checkpoints run off the write path (Service::checkpoint, from the
+    // server's tick); this is only the backstop when nothing calls it.
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     migrate(&mut conn)?;
@@ -201,7 +205,8 @@ pub fn insert_tenant(conn: &Connection, t: &Tenant) -> Result<TenantId> {
 }
 
 pub fn load_tenant(conn: &Connection, id: TenantId) -> Result<Tenant> {
-    let mut tenant = conn.query_row("SELECT * FROM tenants WHERE id = ?1", [id], |row| {
+    let mut stmt = conn.prepare_cached("SELECT * FROM tenants WHERE id = ?1")?;
+    let mut tenant = stmt.query_row([id], |row| {
         Ok(Tenant {
             id: row.get("id")?,
             name: row.get("name")?,
@@ -768,11 +773,13 @@ pub fn due_jobs(conn: &Connection, now: Timestamp) -> Result<Vec<JobId>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// A run cut short by a crash goes back to pending, to be run again.
-pub fn requeue_interrupted_jobs(conn: &Connection) -> Result<usize> {
+/// A run cut short by a crash goes back to pending, due at once. The
+/// interrupted run counts: a job that crashes the server every time still
+/// ends after its retries.
+pub fn requeue_interrupted_jobs(conn: &Connection, now: Timestamp) -> Result<usize> {
     Ok(conn.execute(
-        "UPDATE migration_jobs SET state = 'pending' WHERE state = 'in-progress'",
-        [],
+        "UPDATE migration_jobs SET state = 'pending', next_run_at = ?1 WHERE state = 'in-progress'",
+        [now.as_millis()],
     )?)
 }
 

@@ -1,6 +1,7 @@
 //! `dialin serve`: owns a data folder, rebuilds the directory from its
 //! store, and serves the admin API until the shutdown future resolves.
-//! A ticker runs due migration jobs and retries queued emails.
+//! A ticker runs due migration jobs, checkpoints the WAL and retries
+//! queued emails.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -137,6 +138,7 @@ async fn run_ticker(service: Arc<Service>, tick: Duration) {
         let service = service.clone();
         let result = tokio::task::spawn_blocking(move || {
             service.run_due_migrations()?;
+            service.checkpoint()?;
             service.deliver_due()
         })
         .await;
