@@ -14,6 +14,15 @@ pub const MICROSOFT_ID_LEN: usize = 7;
 ///
 /// Stored as a number plus a length so that it is `Copy` and hashes fast: the
 /// bridge looks one up for every completed entry.
+///
+/// ```
+/// use dialin::admin::ids::ConferenceId;
+///
+/// let id: ConferenceId = "0012345".parse().unwrap();
+/// assert_eq!(id.to_string(), "0012345");
+/// assert_ne!(id, "12345".parse().unwrap());
+/// assert!("12a4567".parse::<ConferenceId>().unwrap_err().contains("digits 0-9"));
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConferenceId {
     len: u8,
@@ -126,6 +135,14 @@ impl fmt::Debug for EmailAddress {
 ///
 /// Accepts `+14255550100`, `14255550100` and `tel:+1-425-555-0100`; visual
 /// separators (space, `-`, `.`, `(`, `)`) are dropped, as RFC 3966 allows.
+///
+/// ```
+/// use dialin::admin::ids::PhoneNumber;
+///
+/// let n: PhoneNumber = "tel:+1-425-555-0100".parse().unwrap();
+/// assert_eq!(n.as_str(), "+14255550100");
+/// assert!("+0123".parse::<PhoneNumber>().is_err());
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PhoneNumber(String);
 
