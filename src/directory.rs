@@ -92,6 +92,17 @@ impl std::fmt::Debug for PinDigits {
     }
 }
 
+/// Anything the attendant can look an ID up in: the directory, or a test's map.
+pub trait IdLookup {
+    fn lookup(&self, id: ConferenceId) -> Lookup;
+}
+
+impl IdLookup for Directory {
+    fn lookup(&self, id: ConferenceId) -> Lookup {
+        Directory::lookup(self, id)
+    }
+}
+
 /// A change the admin service applies after a commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {

@@ -11,16 +11,22 @@
 //! - [`admin`]: the admin model, rules, SQLite store, emails, migration jobs
 //! - [`directory`]: the concurrent map the bridge looks IDs up in; only the
 //!   admin service writes it
+//! - [`sip`]: SIP messages, framing, SDP, transactions and dialogs (no IO)
+//! - [`media`]: RTP, G.711, DTMF and prompts (no IO)
+//! - [`attendant`]: the caller flow state machine (no IO)
 //! - [`datadir`]: the data folder (store, outbox, token, lock)
 //! - [`net`]: the tokio side: the HTTP admin API and the server
 //! - [`client`]: the admin API client the CLI uses
 //! - [`cmd`]: the command-line commands (`serve`, `admin`)
 
 pub mod admin;
+pub mod attendant;
 pub mod cli;
 pub mod client;
 pub mod cmd;
 pub mod datadir;
 pub mod directory;
+pub mod media;
 pub mod net;
+pub mod sip;
 pub mod time;

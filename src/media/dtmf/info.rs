@@ -1,0 +1,1 @@
+//! DTMF in SIP INFO bodies: `application/dtmf-relay` and `application/dtmf`.
