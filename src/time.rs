@@ -18,6 +18,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Timestamp(i64);
 
 impl Timestamp {
+    /// The latest time shown and stored: 9999-12-31T23:59:59.999Z (RFC 3339
+    /// has four-digit years). Arithmetic saturates here.
+    pub const MAX: Timestamp = Timestamp(253_402_300_799_999);
+    /// The earliest: the Unix epoch.
+    pub const MIN: Timestamp = Timestamp(0);
+
     pub const fn from_millis(ms: i64) -> Self {
         Timestamp(ms)
     }
@@ -31,9 +37,10 @@ impl Timestamp {
     /// relative to `now` written `+DURATION` (`+2h`, `+1day 30min`).
     pub fn parse_relative(text: &str, now: Timestamp) -> Result<Timestamp, String> {
         let text = text.trim();
+        let out_of_range = || format!("'{text}' is past {}: give an earlier time", Timestamp::MAX);
         if let Some(offset) = text.strip_prefix('+') {
             let duration = parse_duration(offset)?;
-            return Ok(now + duration);
+            return now.checked_add(duration).ok_or_else(out_of_range);
         }
         let time = humantime::parse_rfc3339_weak(text).map_err(|e| {
             format!(
@@ -41,7 +48,18 @@ impl Timestamp {
                  2026-11-27T15:00:00Z, or +DURATION such as +2h"
             )
         })?;
-        Ok(Timestamp::from(time))
+        let time = Timestamp::from(time);
+        if !(Timestamp::MIN..=Timestamp::MAX).contains(&time) {
+            return Err(out_of_range());
+        }
+        Ok(time)
+    }
+
+    /// `self + d`, or `None` past [`Timestamp::MAX`].
+    pub fn checked_add(self, d: Duration) -> Option<Timestamp> {
+        let ms = i64::try_from(d.as_millis()).ok()?;
+        let sum = self.0.checked_add(ms)?;
+        (sum <= Self::MAX.0).then_some(Timestamp(sum))
     }
 
     pub fn saturating_sub(self, earlier: Timestamp) -> Duration {
@@ -78,13 +96,18 @@ impl From<Timestamp> for SystemTime {
 
 impl std::ops::Add<Duration> for Timestamp {
     type Output = Timestamp;
+    /// Saturates at [`Timestamp::MAX`].
     fn add(self, d: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_add(d.as_millis() as i64))
+        self.checked_add(d).unwrap_or(Timestamp::MAX)
     }
 }
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !(Timestamp::MIN..=Timestamp::MAX).contains(self) {
+            // Never produced by this crate's arithmetic; shown, not panicked on.
+            return write!(f, "@{}ms", self.0);
+        }
         if self.0 % 1000 == 0 {
             write!(f, "{}", humantime::format_rfc3339_seconds((*self).into()))
         } else {
@@ -141,10 +164,26 @@ impl ManualClock {
         }
     }
 
-    /// Moves the clock forward and returns the new time.
-    pub fn advance(&self, by: Duration) -> Timestamp {
-        let by = by.as_millis() as i64;
-        Timestamp(self.ms.fetch_add(by, Ordering::SeqCst) + by)
+    /// Moves the clock forward and returns the new time; refuses to pass
+    /// [`Timestamp::MAX`], leaving the clock where it was.
+    pub fn advance(&self, by: Duration) -> Result<Timestamp, String> {
+        let mut now = self.now();
+        loop {
+            let next = now.checked_add(by).ok_or_else(|| {
+                format!(
+                    "advancing {} from {now} would pass {}: give a shorter duration",
+                    humantime::format_duration(by),
+                    Timestamp::MAX
+                )
+            })?;
+            match self
+                .ms
+                .compare_exchange(now.0, next.0, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return Ok(next),
+                Err(actual) => now = Timestamp(actual),
+            }
+        }
     }
 }
 
@@ -197,7 +236,26 @@ mod tests {
     fn manual_clock_advances_shared_time() {
         let clock = ManualClock::new(T0);
         let other = clock.clone();
-        clock.advance(Duration::from_secs(90 * 60));
+        clock.advance(Duration::from_secs(90 * 60)).unwrap();
         assert_eq!(other.now().saturating_sub(T0), Duration::from_secs(5400));
+    }
+
+    #[test]
+    fn times_stay_within_years_1970_to_9999() {
+        let err = Timestamp::parse_relative("+9000years", T0).unwrap_err();
+        assert!(err.contains("9999-12-31"), "{err}");
+        assert!(Timestamp::parse_relative("1969-12-31T00:00:00Z", T0).is_err());
+        assert_eq!(
+            T0 + Duration::from_secs(u64::MAX),
+            Timestamp::MAX,
+            "saturates"
+        );
+        let clock = ManualClock::new(T0);
+        let err = clock
+            .advance(Duration::from_secs(400 * 365 * 86400 * 30))
+            .unwrap_err();
+        assert!(err.contains("shorter"), "{err}");
+        assert_eq!(clock.now(), T0, "a refused advance leaves the clock");
+        assert_eq!(Timestamp::from_millis(-5).to_string(), "@-5ms");
     }
 }

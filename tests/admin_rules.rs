@@ -378,7 +378,7 @@ fn reset_revokes_the_old_id_at_once_and_emails_the_new_one() {
 fn every_revocation_is_audited_with_operation_time_and_actor() {
     let b = open();
     let old = b.enable("alice@contoso.com").user.conference_id.unwrap();
-    b.clock.advance(Duration::from_secs(60));
+    b.clock.advance(Duration::from_secs(60)).unwrap();
     let out = b
         .svc
         .reset_conference_id("token:ops", &email("alice@contoso.com"), true)
@@ -704,12 +704,12 @@ fn invitations_go_stale_on_reset_and_are_migrated_after_ninety_minutes() {
             .all(|m| m.invitation == InvitationState::Stale && m.conference_id == old)
     );
 
-    b.clock.advance(Duration::from_secs(89 * 60));
+    b.clock.advance(Duration::from_secs(89 * 60)).unwrap();
     assert!(
         b.svc.run_due_migrations().unwrap().is_empty(),
         "not before 90 minutes"
     );
-    b.clock.advance(Duration::from_secs(60));
+    b.clock.advance(Duration::from_secs(60)).unwrap();
     let runs = b.svc.run_due_migrations().unwrap();
     assert_eq!(runs.len(), 1);
     let job = &runs[0].job;
@@ -742,7 +742,7 @@ fn a_second_reset_before_the_job_runs_keeps_one_pending_job() {
     let b = open();
     b.enable("alice@contoso.com");
     let first = b.reset("alice@contoso.com").migration_job.unwrap();
-    b.clock.advance(Duration::from_secs(600));
+    b.clock.advance(Duration::from_secs(600)).unwrap();
     let second = b.reset("alice@contoso.com").migration_job.unwrap();
     assert_eq!(first.id, second.id);
     assert_eq!(b.svc.migration_jobs(None).unwrap().len(), 1);
@@ -774,15 +774,53 @@ fn migration_can_be_started_by_hand_when_the_tenant_does_not_migrate_automatical
 }
 
 #[test]
-fn a_failing_migration_is_retried_nine_times_in_a_day_then_fails() {
+fn disabling_a_user_cancels_their_waiting_migration() {
     let b = open();
     b.enable("alice@contoso.com");
     b.reset("alice@contoso.com");
-    // Disabled before the job runs: every run fails.
     b.svc
         .disable_user(ADMIN, &email("alice@contoso.com"))
         .unwrap();
-    b.clock.advance(Duration::from_secs(90 * 60));
+    let job = &b.svc.migration_jobs(None).unwrap()[0];
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job.last_error.as_deref().unwrap().contains("disabled"));
+    b.clock.advance(Duration::from_secs(90 * 60)).unwrap();
+    assert!(b.svc.run_due_migrations().unwrap().is_empty());
+}
+
+#[test]
+fn reenabling_a_user_migrates_the_invitations_that_carry_the_revoked_id() {
+    let b = open();
+    b.enable("alice@contoso.com");
+    let alice = email("alice@contoso.com");
+    let m = b
+        .svc
+        .schedule_meeting(ADMIN, &alice, "Review", T0 + Duration::from_secs(86400))
+        .unwrap();
+    b.svc.disable_user(ADMIN, &alice).unwrap();
+    let new = b.enable("alice@contoso.com").user.conference_id.unwrap();
+    b.clock.advance(Duration::from_secs(90 * 60)).unwrap();
+    let runs = b.svc.run_due_migrations().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].job.trigger, "enable");
+    let m = b.svc.meeting(m.id).unwrap();
+    assert_eq!(
+        (m.conference_id, m.invitation),
+        (new, InvitationState::Migrated)
+    );
+}
+
+#[test]
+fn a_failing_migration_is_retried_nine_times_in_a_day_then_fails() {
+    let b = open();
+    // In a dynamic-only tenant the user has no static ID to move meetings
+    // to: every run of a migration started by hand fails.
+    b.dynamic_only();
+    b.enable("alice@contoso.com");
+    b.svc
+        .start_migration(ADMIN, &email("alice@contoso.com"))
+        .unwrap();
+    b.clock.advance(Duration::from_secs(90 * 60)).unwrap();
     let first_run = b.clock.now();
     let mut runs = 0;
     for _ in 0..20 {
@@ -793,9 +831,14 @@ fn a_failing_migration_is_retried_nine_times_in_a_day_then_fails() {
             break;
         }
         assert_eq!(job.state, JobState::Pending, "retried");
-        assert!(job.last_error.as_deref().unwrap().contains("not enabled"));
+        assert!(
+            job.last_error
+                .as_deref()
+                .unwrap()
+                .contains("no static conference ID")
+        );
         let next = job.next_run_at.unwrap();
-        b.clock.advance(next.saturating_sub(b.clock.now()));
+        b.clock.advance(next.saturating_sub(b.clock.now())).unwrap();
     }
     let job = &b.svc.migration_jobs(None).unwrap()[0];
     assert_eq!(job.state, JobState::Failed);
@@ -1011,4 +1054,43 @@ fn an_email_that_cannot_be_written_stays_queued_and_is_delivered_later() {
     let mail = b.svc.email(out.email_id.unwrap()).unwrap();
     assert_eq!(mail.status, "delivered");
     assert!(outbox.join(mail.file.unwrap()).exists());
+}
+
+#[test]
+fn a_new_default_number_replaces_the_old_default_of_its_kind() {
+    let b = open();
+    let second: PhoneNumber = "+14255550111".parse().unwrap();
+    let t = b
+        .svc
+        .add_number(ADMIN, second.clone(), NumberKind::Toll, true)
+        .unwrap();
+    let defaults: Vec<&str> = t
+        .dial_in_numbers
+        .iter()
+        .filter(|n| n.default)
+        .map(|n| n.number.as_str())
+        .collect();
+    assert_eq!(defaults, vec!["+14255550111"]);
+    let free: PhoneNumber = "+18005550100".parse().unwrap();
+    let t = b
+        .svc
+        .add_number(ADMIN, free, NumberKind::TollFree, true)
+        .unwrap();
+    assert_eq!(t.default_numbers().len(), 2, "one default per kind");
+}
+
+#[test]
+fn a_provider_conflict_names_both_providers() {
+    let b = open();
+    b.enable("alice@contoso.com");
+    let mut req = enable_req("alice@contoso.com");
+    req.provider = third_party("Acme ACP");
+    req.conference_id = Some(id("88001234"));
+    let err = b.svc.enable_user(ADMIN, &req).unwrap_err().to_string();
+    assert!(
+        err.contains("'microsoft'")
+            && err.contains("Acme ACP")
+            && err.contains("--replace-provider"),
+        "{err}"
+    );
 }

@@ -22,7 +22,7 @@ pub enum AdminError {
 
     #[error(
         "this tenant uses dynamic conference IDs only: each meeting gets its own ID, so there is \
-         no static conference ID to reset (with Microsoft as provider the tenant is Dynamic Only by \
+         no static conference ID to reset or set (with Microsoft as provider the tenant is Dynamic Only by \
          default and can't be changed in the admin center). To use static IDs, switch the tenant: \
          dialin admin tenant set --conference-id-mode static"
     )]
@@ -38,12 +38,13 @@ pub enum AdminError {
     },
 
     #[error(
-        "{user} uses the third-party audio conferencing provider '{provider}': to move them to \
-         Microsoft, enable again with --replace-provider"
+        "{user} is enabled with the audio conferencing provider '{current}': to move them to \
+         {wanted}, enable again with --replace-provider"
     )]
     ProviderConflict {
         user: EmailAddress,
-        provider: String,
+        current: String,
+        wanted: String,
     },
 
     #[error("conference ID {id} is in use by {holder}: pick another")]

@@ -104,6 +104,7 @@ pub fn parse(text: &str) -> Result<Vec<ImportRow>, String> {
     }
 
     let mut rows: Vec<ImportRow> = Vec::new();
+    let mut first_line: std::collections::HashMap<EmailAddress, usize> = Default::default();
     for (line, record) in lines {
         let values = fields(record, line)?;
         if values.len() != header.len() {
@@ -123,10 +124,10 @@ pub fn parse(text: &str) -> Result<Vec<ImportRow>, String> {
             .ok_or_else(|| at(0, "empty: every line needs the user's email".into()))?
             .parse()
             .map_err(|e| at(0, e))?;
-        if let Some(first) = rows.iter().find(|r| r.email == email) {
+        if let Some(first) = first_line.insert(email.clone(), line) {
             return Err(at(
                 0,
-                format!("{email} is listed twice (first on line {})", first.line),
+                format!("{email} is listed twice (first on line {first})"),
             ));
         }
         let conference_id = get(3)

@@ -118,7 +118,8 @@ pub struct EnableRequest {
     pub no_email: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// `Debug` masks the PIN.
+#[derive(Clone, Serialize)]
 pub struct EnableOutcome {
     pub user: User,
     /// The user did not exist before.
@@ -146,7 +147,8 @@ pub struct IdChange {
     pub migration_job: Option<MigrationJob>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// `Debug` masks the PIN.
+#[derive(Clone, Serialize)]
 pub struct PinChange {
     pub user: User,
     /// The new PIN, shown this once and never again.
@@ -167,7 +169,8 @@ pub struct InfoSent {
     pub email_id: EmailId,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// `Debug` masks the PIN.
+#[derive(Clone, Serialize)]
 pub struct ImportLine {
     pub line: usize,
     pub email: EmailAddress,
@@ -204,6 +207,47 @@ pub struct MigrationRun {
     pub email_ids: Vec<EmailId>,
 }
 
+/// The one place a PIN is shown is the JSON answer; `Debug` (logs) masks it.
+fn masked(pin: Option<&str>) -> Option<String> {
+    pin.map(|p| "*".repeat(p.len()))
+}
+
+impl std::fmt::Debug for EnableOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnableOutcome")
+            .field("user", &self.user)
+            .field("created", &self.created)
+            .field("changed", &self.changed)
+            .field("leader_pin", &masked(self.leader_pin.as_deref()))
+            .field("email_id", &self.email_id)
+            .field("revoked", &self.revoked)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for PinChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinChange")
+            .field("user", &self.user)
+            .field("leader_pin", &masked(Some(&self.leader_pin)))
+            .field("email_id", &self.email_id)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ImportLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportLine")
+            .field("line", &self.line)
+            .field("email", &self.email)
+            .field("created", &self.created)
+            .field("changed", &self.changed)
+            .field("conference_id", &self.conference_id)
+            .field("leader_pin", &masked(self.leader_pin.as_deref()))
+            .finish()
+    }
+}
+
 // ------------------------------------------------------------------ the transaction context
 
 /// One admin operation in progress: the open transaction and what to do
@@ -222,8 +266,13 @@ struct Tx<'a> {
 
 impl Tx<'_> {
     /// The operation record, created on first use.
+    /// The operation record, created on first use; the first user named
+    /// is recorded, whichever step creates the record.
     fn operation(&mut self, user: Option<UserId>) -> Result<OperationId> {
         if let Some(op) = self.operation {
+            if let Some(user) = user {
+                store::set_operation_user(self.conn, op, user)?;
+            }
             return Ok(op);
         }
         let op = store::insert_operation(self.conn, self.now, self.actor, self.kind, user)?;
@@ -478,7 +527,8 @@ impl Tx<'_> {
                 };
                 return Err(AdminError::ProviderConflict {
                     user: email.clone(),
-                    provider: current,
+                    current,
+                    wanted: provider.to_string(),
                 });
             }
             revoked = self.revoke_all(row.user.id, RevocationCause::ReplaceProvider)?;
@@ -527,6 +577,11 @@ impl Tx<'_> {
         self.save(&row)?;
         if let Some(id) = id {
             self.issue(id, &row, None)?;
+            // Back after a disable (or a provider switch): invitations sent
+            // before carry a revoked ID, so they move to the new one.
+            if !created && self.tenant.migrate_meetings_automatically {
+                self.queue_migration(&row, "enable")?;
+            }
         }
         let email_id = if !req.no_email && self.tenant.send_emails_automatically {
             let mail = mail::conference_info(
@@ -806,8 +861,11 @@ impl Service {
     /// Rebuilds a directory from the store and lists every ID on which it
     /// differs from the live one; empty when they agree.
     pub fn verify_directory(&self) -> Result<Vec<String>> {
-        let fresh = self.read(rebuild_directory)?;
-        let (live, stored) = (self.directory.snapshot(), fresh.snapshot());
+        // Both sides under the write lock, so no commit lands in between.
+        let (live, stored) = self.read(|c| {
+            let fresh = rebuild_directory(c)?;
+            Ok((self.directory.snapshot(), fresh.snapshot()))
+        })?;
         let mut diffs = Vec::new();
         let mut a = live.iter().peekable();
         let mut b = stored.iter().peekable();
@@ -923,6 +981,12 @@ impl Service {
                 )));
             }
             let mut numbers = tx.tenant.dial_in_numbers.clone();
+            if default {
+                // One default per kind: the new one replaces the old.
+                for n in numbers.iter_mut().filter(|n| n.kind == kind) {
+                    n.default = false;
+                }
+            }
             numbers.push(DialInNumber {
                 number: number.clone(),
                 kind,
@@ -998,6 +1062,12 @@ impl Service {
                 });
             }
             let revoked = tx.revoke_all(row.user.id, RevocationCause::Disable)?;
+            store::cancel_pending_jobs(
+                tx.conn,
+                row.user.id,
+                tx.now,
+                "cancelled: the user was disabled",
+            )?;
             row.user.enabled = false;
             row.user.conference_id = None;
             row.pin = None;
@@ -1248,7 +1318,7 @@ impl Service {
             if !started {
                 continue;
             }
-            runs.push(self.write("migration-service", "migration-run", |tx| {
+            let run = self.write("migration-service", "migration-run", |tx| {
                 let mut job = store::job(tx.conn, id)?;
                 let row = store::user_by_id(tx.conn, store::job_user(tx.conn, id)?)?;
                 let mut email_ids = Vec::new();
@@ -1287,7 +1357,24 @@ impl Service {
                 tx.operation(Some(row.user.id))?;
                 store::save_job(tx.conn, &job)?;
                 Ok(MigrationRun { job, email_ids })
-            })?);
+            });
+            match run {
+                Ok(run) => runs.push(run),
+                // The run's transaction rolled back: record the failed run in
+                // a transaction of its own, so the job is retried, not stuck.
+                Err(error) => {
+                    tracing::error!(job = id, %error, "a migration run failed");
+                    runs.push(self.write("migration-service", "migration-run", |tx| {
+                        let mut job = store::job(tx.conn, id)?;
+                        job.fail(tx.now, format!("the run failed: {error}"));
+                        store::save_job(tx.conn, &job)?;
+                        Ok(MigrationRun {
+                            job,
+                            email_ids: Vec::new(),
+                        })
+                    })?);
+                }
+            }
         }
         Ok(runs)
     }
@@ -1298,10 +1385,8 @@ impl Service {
     /// an SMTP relay, sending waits for the next delivery pass, so that a
     /// slow or absent relay never holds up an admin operation.
     fn deliver(&self, ids: &[EmailId]) {
-        if ids.is_empty() {
-            return;
-        }
-        let _one_pass = self.delivery.lock().unwrap_or_else(PoisonError::into_inner);
+        // No pass lock: writing an .eml is idempotent (same name, atomic
+        // rename), and an SMTP pass in progress must not hold this call up.
         for id in ids {
             match self.read(|c| store::queued_email(c, *id)) {
                 Ok(Some(queued)) => {

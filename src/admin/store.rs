@@ -283,11 +283,21 @@ pub fn number_owner(conn: &Connection, number: &PhoneNumber) -> Result<Option<Te
 // ---------------------------------------------------------------- users
 
 /// A user row with the PIN in clear: only the service sees this.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct UserRow {
     pub user: User,
     pub tenant: TenantId,
     pub pin: Option<String>,
+}
+
+impl std::fmt::Debug for UserRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The user's own listing already masks the PIN; so does this.
+        f.debug_struct("UserRow")
+            .field("user", &self.user)
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
 }
 
 const USER_SELECT: &str = "SELECT u.*,
@@ -413,6 +423,14 @@ pub fn insert_operation(
         params![at.as_millis(), actor, kind, user],
     )?;
     Ok(conn.last_insert_rowid())
+}
+
+pub fn set_operation_user(conn: &Connection, op: OperationId, user: UserId) -> Result<()> {
+    conn.execute(
+        "UPDATE operations SET user_id = ?2 WHERE id = ?1 AND user_id IS NULL",
+        params![op, user],
+    )?;
+    Ok(())
 }
 
 /// What the store knows of an ID.
@@ -774,12 +792,32 @@ pub fn due_jobs(conn: &Connection, now: Timestamp) -> Result<Vec<JobId>> {
 }
 
 /// A run cut short by a crash goes back to pending, due at once. The
-/// interrupted run counts: a job that crashes the server every time still
-/// ends after its retries.
+/// interrupted run counts: a job that crashes the server every time fails
+/// for good once its retries are used up.
 pub fn requeue_interrupted_jobs(conn: &Connection, now: Timestamp) -> Result<usize> {
     Ok(conn.execute(
-        "UPDATE migration_jobs SET state = 'pending', next_run_at = ?1 WHERE state = 'in-progress'",
-        [now.as_millis()],
+        "UPDATE migration_jobs SET
+             state = CASE WHEN runs > ?2 THEN 'failed' ELSE 'pending' END,
+             next_run_at = CASE WHEN runs > ?2 THEN NULL ELSE ?1 END,
+             finished_at = CASE WHEN runs > ?2 THEN ?1 ELSE NULL END,
+             last_error = 'the run was interrupted (the server stopped)'
+         WHERE state = 'in-progress'",
+        params![now.as_millis(), super::migration::MAX_RETRIES],
+    )?)
+}
+
+/// A disabled user's waiting jobs can't succeed: they end now.
+pub fn cancel_pending_jobs(
+    conn: &Connection,
+    user: UserId,
+    now: Timestamp,
+    why: &str,
+) -> Result<usize> {
+    Ok(conn.execute(
+        "UPDATE migration_jobs SET state = 'failed', next_run_at = NULL, finished_at = ?2,
+             last_error = ?3
+         WHERE user_id = ?1 AND state = 'pending'",
+        params![user, now.as_millis(), why],
     )?)
 }
 

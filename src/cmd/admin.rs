@@ -44,9 +44,10 @@ async fn connect(args: &AdminArgs) -> anyhow::Result<Connection> {
             let (store, outbox) = (data.store_path(), data.outbox_dir());
             let service = tokio::task::spawn_blocking(move || -> anyhow::Result<Service> {
                 let service = Service::open(&store, outbox, Options::default())?;
-                // Catch up on what came due while no server ran.
+                // Catch up on migrations that came due while no server ran.
+                // Queued emails wait for a server: only it knows the SMTP
+                // relay they may be waiting for.
                 service.run_due_migrations()?;
-                service.deliver_queued()?;
                 Ok(service)
             })
             .await?

@@ -676,7 +676,7 @@ async fn clock_advance(State(s): State<ApiState>, bytes: Bytes) -> ApiResult {
             message: "this server runs on the real clock, which can't be advanced: start it with --clock manual".into(),
         });
     };
-    let now = clock.advance(by);
+    let now = clock.advance(by).map_err(ApiError::bad_request)?;
     // Whatever came due by the new time runs now, before the answer.
     run(&s, StatusCode::OK, move |svc, _| {
         let runs = svc.run_due_migrations()?;
