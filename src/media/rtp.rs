@@ -781,8 +781,8 @@ mod tests {
         let mut s = RtpSender::new(&mut StdRng::seed_from_u64(8), 0);
         let mut buf = [0u8; HEADER_LEN + 160];
         let payload = [0x7fu8; 160];
-        let f: fn(&mut RtpSender, &[u8], &mut [u8], bool) -> Result<usize, RtpError> =
-            RtpSender::next_packet;
+        type NextPacket = fn(&mut RtpSender, &[u8], &mut [u8], bool) -> Result<usize, RtpError>;
+        let f: NextPacket = RtpSender::next_packet;
         for _ in 0..100_000 {
             assert_eq!(f(&mut s, &payload, &mut buf, false), Ok(172));
         }
