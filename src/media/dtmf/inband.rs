@@ -75,7 +75,9 @@ const NORMAL_TWIST: f64 = 6.3;
 const REVERSE_TWIST: f64 = 2.5;
 /// The two tones carry at least this share of the window's energy. A
 /// window only partly covered by a tone has a share about equal to the
-/// covered fraction, which is what makes tone edges precise.
+/// covered fraction, which (with the group-dominance check, as a cut-off
+/// tone's spectrum smears) keeps tone edges sharp. Also rejects a key's
+/// frequencies inside louder sound (speech, music).
 const TONE_SHARE: f64 = 0.75;
 /// The high tone's 2nd harmonic is at least 10 dB below it. Only the high
 /// group is checked: low-group harmonics (1394-1882 Hz) fall within a bin
