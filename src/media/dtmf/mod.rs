@@ -102,6 +102,92 @@ impl DtmfMethod {
     }
 }
 
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How close in time the same key from two methods must be to count once.
+pub const MERGE_WINDOW: Duration = Duration::from_millis(100);
+
+/// A key press after merging the methods, with the one that delivered it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MergedDigit {
+    pub digit: Digit,
+    pub method: DtmfMethod,
+    pub at: Instant,
+}
+
+#[derive(Debug)]
+struct RecentDigit {
+    digit: Digit,
+    at: Instant,
+    /// Methods that have reported this press (bit per method).
+    methods: u8,
+}
+
+/// Merges digits from RFC 4733, SIP INFO and in-band detection into one
+/// stream. A phone that sends a key press both in-band and as an RFC 4733
+/// event (or by INFO as well) is heard once: the same key from a different
+/// method within [`MERGE_WINDOW`] is the same press. The first method to
+/// report it is kept, and the digit goes out at once (no waiting for the
+/// others), so barge-in stays fast. Two reports by the same method are
+/// always two presses: each detector already reports a press once. No IO,
+/// no clock.
+#[derive(Debug, Default)]
+pub struct DtmfMerger {
+    recent: VecDeque<RecentDigit>,
+    out: VecDeque<MergedDigit>,
+}
+
+impl DtmfMerger {
+    pub fn new() -> DtmfMerger {
+        DtmfMerger::default()
+    }
+
+    /// A detector heard `digit` by `method` at `now` (when it was detected;
+    /// pass the same kind of time for every method).
+    pub fn handle_digit(&mut self, now: Instant, digit: Digit, method: DtmfMethod) {
+        // Older than the window, or (if time went backwards) newer than
+        // now by more than it: neither can match again.
+        self.recent.retain(|r| {
+            now.saturating_duration_since(r.at) <= MERGE_WINDOW
+                && r.at.saturating_duration_since(now) <= MERGE_WINDOW
+        });
+        let bit = method_bit(method);
+        if let Some(r) = self
+            .recent
+            .iter_mut()
+            .find(|r| r.digit == digit && r.methods & bit == 0)
+        {
+            r.methods |= bit;
+            return;
+        }
+        self.recent.push_back(RecentDigit {
+            digit,
+            at: now,
+            methods: bit,
+        });
+        self.out.push_back(MergedDigit {
+            digit,
+            method,
+            at: now,
+        });
+    }
+
+    /// The next key press, in the order heard.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<MergedDigit> {
+        self.out.pop_front()
+    }
+}
+
+fn method_bit(method: DtmfMethod) -> u8 {
+    match method {
+        DtmfMethod::Rfc4733 => 1,
+        DtmfMethod::Info => 2,
+        DtmfMethod::Inband => 4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +205,93 @@ mod tests {
         assert_eq!(Digit::from_char('x'), None);
         assert_eq!(Digit::D7.decimal(), Some(7));
         assert_eq!(Digit::Star.decimal(), None);
+    }
+
+    fn merged(inputs: &[(u64, char, DtmfMethod)]) -> Vec<(char, DtmfMethod)> {
+        let t0 = Instant::now();
+        let mut m = DtmfMerger::new();
+        let mut out = Vec::new();
+        for &(ms, c, method) in inputs {
+            m.handle_digit(
+                t0 + Duration::from_millis(ms),
+                Digit::from_char(c).unwrap(),
+                method,
+            );
+            out.extend(
+                std::iter::from_fn(|| m.poll_output()).map(|d| (d.digit.as_char(), d.method)),
+            );
+        }
+        out
+    }
+
+    use DtmfMethod::{Inband, Info, Rfc4733};
+
+    #[test]
+    fn the_same_key_inband_and_as_an_event_counts_once_with_the_first_method() {
+        assert_eq!(
+            merged(&[(0, '5', Inband), (40, '5', Rfc4733)]),
+            vec![('5', Inband)]
+        );
+        assert_eq!(
+            merged(&[(0, '5', Rfc4733), (90, '5', Inband)]),
+            vec![('5', Rfc4733)]
+        );
+    }
+
+    #[test]
+    fn the_same_key_further_apart_than_the_window_counts_twice() {
+        assert_eq!(
+            merged(&[(0, '5', Inband), (150, '5', Rfc4733)]),
+            vec![('5', Inband), ('5', Rfc4733)]
+        );
+    }
+
+    #[test]
+    fn different_keys_are_never_merged() {
+        assert_eq!(
+            merged(&[(0, '1', Rfc4733), (10, '2', Inband)]),
+            vec![('1', Rfc4733), ('2', Inband)]
+        );
+    }
+
+    #[test]
+    fn the_same_method_twice_is_two_presses() {
+        assert_eq!(
+            merged(&[(0, '4', Rfc4733), (60, '4', Rfc4733)]),
+            vec![('4', Rfc4733), ('4', Rfc4733)]
+        );
+    }
+
+    #[test]
+    fn a_phone_sending_both_ways_gives_each_press_once_in_order() {
+        // "44#" sent as events and in-band, in-band detected ~30 ms later.
+        let got = merged(&[
+            (0, '4', Rfc4733),
+            (30, '4', Inband),
+            (200, '4', Rfc4733),
+            (230, '4', Inband),
+            (400, '#', Rfc4733),
+            (430, '#', Inband),
+        ]);
+        assert_eq!(got, vec![('4', Rfc4733), ('4', Rfc4733), ('#', Rfc4733)]);
+    }
+
+    #[test]
+    fn each_press_absorbs_at_most_one_report_per_other_method() {
+        // A press seen by events, in-band and INFO counts once; a second
+        // in-band report inside the window is a second press.
+        let got = merged(&[
+            (0, '7', Rfc4733),
+            (20, '7', Inband),
+            (50, '7', Info),
+            (80, '7', Inband),
+        ]);
+        assert_eq!(got, vec![('7', Rfc4733), ('7', Inband)]);
+    }
+
+    #[test]
+    fn time_going_backwards_does_not_panic_or_merge_far_presses() {
+        let got = merged(&[(500, '1', Inband), (0, '1', Rfc4733), (10, '1', Inband)]);
+        assert_eq!(got, vec![('1', Inband), ('1', Rfc4733)]);
     }
 }
