@@ -1596,8 +1596,15 @@ CSeq : 4 BYE\r\nContent-Length  : 0\r\n\r\n";
                 let i = rng.random_range(0..m.len());
                 m[i] = alphabet[rng.random_range(0..alphabet.len())];
             }
-            if let Err(e) = parse(&m) {
-                let _ = e.error_response().map(|r| r.to_bytes());
+            match parse(&m) {
+                Err(e) => {
+                    let _ = e.error_response().map(|r| r.to_bytes());
+                }
+                // rsip reads the URI host: it must not panic either.
+                Ok(Message::Request(r)) => {
+                    let _ = r.uri_host_port();
+                }
+                Ok(Message::Response(_)) => {}
             }
         }
     }
