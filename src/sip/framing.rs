@@ -1,1 +1,402 @@
-//! Finding SIP messages in a TCP byte stream (RFC 3261 §18.3), by Content-Length.
+//! Finding SIP messages in a TCP byte stream (RFC 3261 §18.3), by
+//! Content-Length, and the same size rules for UDP datagrams.
+//!
+//! What it does: [`StreamFramer`] takes bytes as they arrive (`push`) and
+//! hands out whole messages (`next_message`): it finds the end of the
+//! header section (CRLFCRLF, bare LF tolerated), reads Content-Length (full
+//! or compact `l`), skips CRLF keep-alives between messages (RFC 5626
+//! §3.5.1), and enforces size limits. [`check_datagram`] applies the same
+//! limits and Content-Length rule to one UDP datagram.
+//!
+//! What it does not: parse the message ([`super::message::parse`] does),
+//! answer keep-alive pings (the transport sends the CRLF pong), or read
+//! sockets. After a [`FrameError`] the stream has lost its framing (RFC 3261
+//! §18.3: there is no way to resynchronise), so the caller closes the
+//! connection; the framer keeps returning the error.
+
+use super::message::{find_header_end, full_header_name, parse_content_length};
+
+/// Default limit for a whole message; larger ones are refused.
+pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
+/// Default limit for the header section alone.
+pub const DEFAULT_MAX_HEADER: usize = 16 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("header section exceeds {limit} bytes without an empty line: not SIP, or too large")]
+    HeaderTooLarge { limit: usize },
+    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    MessageTooLarge { size: u64, limit: usize },
+    #[error("a message on a stream must carry Content-Length (RFC 3261 §18.3)")]
+    MissingContentLength,
+    #[error("bad Content-Length {0:?}: expected one non-negative decimal number")]
+    BadContentLength(String),
+    #[error("Content-Length larger than the message: it says {declared} bytes, {available} follow")]
+    ContentLengthTooLarge { declared: u64, available: usize },
+}
+
+impl FrameError {
+    /// The response a datagram with this error deserves (when it is a
+    /// request that can be answered); on a stream the connection is closed.
+    pub fn response_code(&self) -> u16 {
+        match self {
+            FrameError::HeaderTooLarge { .. } | FrameError::MessageTooLarge { .. } => 413,
+            _ => 400,
+        }
+    }
+}
+
+/// Limits for framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_message: usize,
+    pub max_header: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message: DEFAULT_MAX_MESSAGE,
+            max_header: DEFAULT_MAX_HEADER,
+        }
+    }
+}
+
+/// Sans-IO framer for one stream connection.
+#[derive(Debug, Default)]
+pub struct StreamFramer {
+    buf: Vec<u8>,
+    limits: Limits,
+    failed: Option<FrameError>,
+    keepalives: usize,
+}
+
+impl StreamFramer {
+    pub fn new(limits: Limits) -> Self {
+        StreamFramer {
+            buf: Vec::new(),
+            limits,
+            failed: None,
+            keepalives: 0,
+        }
+    }
+
+    /// Appends bytes read from the connection.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.failed.is_none() {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+
+    /// How many CRLFCRLF keep-alive pings were skipped so far; the transport
+    /// answers each with CRLF (RFC 5626 §3.5.1).
+    pub fn keepalives(&self) -> usize {
+        self.keepalives
+    }
+
+    /// Bytes held but not yet returned.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next whole message, `None` if more bytes are needed, or the
+    /// error that broke the stream (returned again on every later call).
+    #[must_use]
+    pub fn next_message(&mut self) -> Option<Result<Vec<u8>, FrameError>> {
+        if let Some(e) = &self.failed {
+            return Some(Err(e.clone()));
+        }
+        self.skip_keepalives();
+        if self.buf.is_empty() {
+            return None;
+        }
+        let Some((head_end, body_start)) = find_header_end(&self.buf) else {
+            if self.buf.len() > self.limits.max_header {
+                return Some(self.fail(FrameError::HeaderTooLarge {
+                    limit: self.limits.max_header,
+                }));
+            }
+            return None;
+        };
+        if head_end > self.limits.max_header {
+            return Some(self.fail(FrameError::HeaderTooLarge {
+                limit: self.limits.max_header,
+            }));
+        }
+        let length = match find_content_length(&self.buf[..head_end]) {
+            Ok(Some(n)) => n,
+            Ok(None) => return Some(self.fail(FrameError::MissingContentLength)),
+            Err(e) => return Some(self.fail(e)),
+        };
+        let total = body_start as u64 + length;
+        if total > self.limits.max_message as u64 {
+            return Some(self.fail(FrameError::MessageTooLarge {
+                size: total,
+                limit: self.limits.max_message,
+            }));
+        }
+        let total = total as usize; // ≤ max_message, so it fits
+        if self.buf.len() < total {
+            return None;
+        }
+        let rest = self.buf.split_off(total);
+        let message = std::mem::replace(&mut self.buf, rest);
+        Some(Ok(message))
+    }
+
+    fn fail(&mut self, e: FrameError) -> Result<Vec<u8>, FrameError> {
+        self.buf.clear();
+        self.failed = Some(e.clone());
+        Err(e)
+    }
+
+    /// RFC 5626 §3.5.1: a client pings with CRLFCRLF between messages; RFC
+    /// 3261 §7.5 also says to ignore CRLFs before a start line.
+    fn skip_keepalives(&mut self) {
+        loop {
+            if self.buf.starts_with(b"\r\n\r\n") {
+                self.buf.drain(..4);
+                self.keepalives += 1;
+                continue;
+            }
+            if self.buf.starts_with(b"\n\n") {
+                self.buf.drain(..2);
+                self.keepalives += 1;
+                continue;
+            }
+            break;
+        }
+        // Stray line ends before a start line are dropped once a non-CRLF
+        // byte shows they are not the start of a ping.
+        let n = self
+            .buf
+            .iter()
+            .position(|b| *b != b'\r' && *b != b'\n')
+            .unwrap_or(0);
+        self.buf.drain(..n);
+    }
+}
+
+/// Applies the size limit and the Content-Length rule to one datagram: the
+/// Content-Length (if any) must not exceed the bytes after the headers.
+/// Missing Content-Length is fine on UDP (RFC 3261 §18.3).
+pub fn check_datagram(bytes: &[u8], limits: Limits) -> Result<(), FrameError> {
+    if bytes.len() > limits.max_message {
+        return Err(FrameError::MessageTooLarge {
+            size: bytes.len() as u64,
+            limit: limits.max_message,
+        });
+    }
+    let Some((head_end, body_start)) = find_header_end(bytes) else {
+        if bytes.len() > limits.max_header {
+            return Err(FrameError::HeaderTooLarge {
+                limit: limits.max_header,
+            });
+        }
+        return Ok(()); // the parser reports the missing empty line
+    };
+    if head_end > limits.max_header {
+        return Err(FrameError::HeaderTooLarge {
+            limit: limits.max_header,
+        });
+    }
+    if let Some(n) = find_content_length(&bytes[..head_end])? {
+        let available = bytes.len() - body_start;
+        if n > available as u64 {
+            return Err(FrameError::ContentLengthTooLarge {
+                declared: n,
+                available,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Content-Length from a raw header section (folded lines and whitespace
+/// before the colon allowed); differing duplicates are an error.
+fn find_content_length(head: &[u8]) -> Result<Option<u64>, FrameError> {
+    let text = String::from_utf8_lossy(head);
+    let mut lines: Vec<String> = Vec::new();
+    for line in text.split('\n').skip(1) {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.starts_with(' ') || line.starts_with('\t') {
+            if let Some(last) = lines.last_mut() {
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+        } else {
+            lines.push(line.to_string());
+        }
+    }
+    let mut found: Option<u64> = None;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if !full_header_name(name.trim()).eq_ignore_ascii_case("Content-Length") {
+            continue;
+        }
+        let n = parse_content_length(value)
+            .map_err(|_| FrameError::BadContentLength(value.trim().to_string()))?;
+        match found {
+            Some(prev) if prev != n => {
+                return Err(FrameError::BadContentLength(format!("{prev} and {n}")));
+            }
+            _ => found = Some(n),
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG: &[u8] =
+        b"OPTIONS sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n\
+From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\
+Content-Length: 5\r\n\r\nhello";
+
+    fn framer() -> StreamFramer {
+        StreamFramer::new(Limits::default())
+    }
+
+    #[test]
+    fn message_split_over_many_pushes_comes_out_whole() {
+        let mut f = framer();
+        for b in MSG {
+            assert_eq!(f.next_message(), None);
+            f.push(&[*b]);
+        }
+        assert_eq!(f.next_message(), Some(Ok(MSG.to_vec())));
+        assert_eq!(f.next_message(), None);
+    }
+
+    #[test]
+    fn several_messages_in_one_push_come_out_in_order() {
+        let mut f = framer();
+        let second = String::from_utf8_lossy(MSG)
+            .replace("hello", "world")
+            .into_bytes();
+        let mut both = MSG.to_vec();
+        both.extend_from_slice(&second);
+        both.extend_from_slice(&MSG[..20]);
+        f.push(&both);
+        assert_eq!(f.next_message(), Some(Ok(MSG.to_vec())));
+        assert_eq!(f.next_message(), Some(Ok(second)));
+        assert_eq!(f.next_message(), None);
+        assert_eq!(f.buffered(), 20);
+    }
+
+    #[test]
+    fn keepalive_crlfs_between_messages_are_skipped_and_counted() {
+        let mut f = framer();
+        f.push(b"\r\n\r\n");
+        assert_eq!(f.next_message(), None);
+        assert_eq!(f.keepalives(), 1);
+        f.push(MSG);
+        f.push(b"\r\n\r\n");
+        f.push(MSG);
+        assert_eq!(f.next_message(), Some(Ok(MSG.to_vec())));
+        assert_eq!(f.next_message(), Some(Ok(MSG.to_vec())));
+        assert_eq!(f.keepalives(), 2);
+    }
+
+    #[test]
+    fn compact_content_length_and_bare_lf_are_understood() {
+        let msg = b"OPTIONS sip:b@x SIP/2.0\nl : 3\n\nabcREST";
+        let mut f = framer();
+        f.push(msg);
+        assert_eq!(
+            f.next_message(),
+            Some(Ok(b"OPTIONS sip:b@x SIP/2.0\nl : 3\n\nabc".to_vec()))
+        );
+        assert_eq!(f.buffered(), 4);
+    }
+
+    #[test]
+    fn missing_or_bad_content_length_breaks_the_stream() {
+        let mut f = framer();
+        f.push(b"OPTIONS sip:b@x SIP/2.0\r\nCall-ID: c\r\n\r\n");
+        assert_eq!(
+            f.next_message(),
+            Some(Err(FrameError::MissingContentLength))
+        );
+        f.push(MSG);
+        assert_eq!(
+            f.next_message(),
+            Some(Err(FrameError::MissingContentLength))
+        );
+
+        let mut f = framer();
+        f.push(b"OPTIONS sip:b@x SIP/2.0\r\nContent-Length: -999\r\n\r\n");
+        assert_eq!(
+            f.next_message(),
+            Some(Err(FrameError::BadContentLength("-999".into())))
+        );
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let mut f = StreamFramer::new(Limits {
+            max_message: 1000,
+            max_header: 100,
+        });
+        f.push(&[b'a'; 101]);
+        assert_eq!(
+            f.next_message(),
+            Some(Err(FrameError::HeaderTooLarge { limit: 100 }))
+        );
+        let mut f = StreamFramer::new(Limits {
+            max_message: 1000,
+            max_header: 200,
+        });
+        f.push(b"OPTIONS sip:b@x SIP/2.0\r\nContent-Length: 5000\r\n\r\n");
+        let e = f.next_message().expect("decided").expect_err("too large");
+        assert_eq!(e.response_code(), 413);
+        assert!(matches!(e, FrameError::MessageTooLarge { limit: 1000, .. }));
+    }
+
+    #[test]
+    fn datagram_rules() {
+        let l = Limits::default();
+        assert_eq!(check_datagram(MSG, l), Ok(()));
+        let short = &MSG[..MSG.len() - 1];
+        assert_eq!(
+            check_datagram(short, l),
+            Err(FrameError::ContentLengthTooLarge {
+                declared: 5,
+                available: 4
+            })
+        );
+        let no_cl = String::from_utf8_lossy(MSG).replace("Content-Length: 5\r\n", "");
+        assert_eq!(check_datagram(no_cl.as_bytes(), l), Ok(()));
+        let big = vec![b'x'; l.max_message + 1];
+        assert_eq!(
+            check_datagram(&big, l).map_err(|e| e.response_code()),
+            Err(413)
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5626);
+        let alphabet: &[u8] = b"\r\n :lL-Content-Length0123456789\xff";
+        for _ in 0..2000 {
+            let mut f = StreamFramer::new(Limits {
+                max_message: 2000,
+                max_header: 500,
+            });
+            for _ in 0..rng.random_range(1..10) {
+                let len = rng.random_range(0..200);
+                let chunk: Vec<u8> = (0..len)
+                    .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                    .collect();
+                let _ = check_datagram(&chunk, Limits::default());
+                f.push(&chunk);
+                while let Some(Ok(_)) = f.next_message() {}
+            }
+        }
+    }
+}
