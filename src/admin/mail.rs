@@ -300,23 +300,9 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::model::{ConferenceIdMode, DialInNumber, NumberKind};
 
     fn tenant() -> Tenant {
-        Tenant {
-            id: 1,
-            name: "Contoso".into(),
-            domain: "contoso.com".into(),
-            conference_id_mode: ConferenceIdMode::Static,
-            send_emails_automatically: true,
-            leader_pin_length: 5,
-            migrate_meetings_automatically: true,
-            dial_in_numbers: vec![DialInNumber {
-                number: "+14255550100".parse().unwrap(),
-                kind: NumberKind::Toll,
-                default: true,
-            }],
-        }
+        crate::admin::service::default_tenant()
     }
 
     #[test]
