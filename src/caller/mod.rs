@@ -164,6 +164,10 @@ pub struct Caller {
     media: Option<Media>,
     requests: Vec<NonInviteTransaction>,
     listener: PromptListener,
+    /// Arrival times of the last [`HEARD_AFTER_FRAMES`] audio frames: a
+    /// prompt heard now started at the oldest (the listener is sure only
+    /// after that many frames, and a burst is not paced at 20 ms).
+    arrivals: VecDeque<Instant>,
     /// Digits still to press, in order.
     plan: VecDeque<PlannedDigit>,
     digits_started: bool,
@@ -246,6 +250,7 @@ impl Caller {
             media: None,
             requests: Vec::new(),
             listener: PromptListener::new(),
+            arrivals: VecDeque::with_capacity(HEARD_AFTER_FRAMES),
             plan,
             digits_started: false,
             next_digit_at: None,
@@ -375,6 +380,10 @@ impl Caller {
             return;
         }
         self.report.rtp_received += 1;
+        if self.arrivals.len() == HEARD_AFTER_FRAMES {
+            self.arrivals.pop_front();
+        }
+        self.arrivals.push_back(now);
         let matcher = self.config.prompts.get(media.codec);
         self.listener.handle_frame(matcher, packet.payload());
         self.drain_listener(now);
@@ -967,10 +976,10 @@ impl Caller {
         while let Some(event) = self.listener.poll_output() {
             match event {
                 ListenEvent::Heard(prompt) => {
-                    // The listener is sure after HEARD_AFTER_FRAMES frames;
-                    // the prompt started that many packet times earlier.
-                    let started_at =
-                        at.saturating_sub(FRAME_DURATION * (HEARD_AFTER_FRAMES as u32 - 1));
+                    let started_at = self
+                        .arrivals
+                        .front()
+                        .map_or(at, |t| t.saturating_duration_since(self.start));
                     self.report.prompts.push(HeardPrompt {
                         prompt,
                         started_at,
