@@ -77,7 +77,7 @@ impl CallConfig {
 pub enum CallError {
     #[error("{uri:?} is not a SIP URI with a host: use sip:USER@HOST[:PORT]")]
     BadTarget { uri: String },
-    #[error("can't resolve {host}: {source}")]
+    #[error("can't resolve {host}")]
     Resolve {
         host: String,
         #[source]
@@ -85,25 +85,25 @@ pub enum CallError {
     },
     #[error("{host} resolves to no address")]
     NoAddress { host: String },
-    #[error("can't bind a UDP socket on {addr}: {source}")]
+    #[error("can't bind a UDP socket on {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("sending to {to}: {source}")]
+    #[error("can't send to {to}")]
     Send {
         to: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("receiving on {local}: {source}")]
+    #[error("can't receive on {local}")]
     Receive {
         local: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("the prompt catalog: {0}")]
+    #[error("can't load the prompt catalog")]
     Prompts(#[from] PromptError),
     #[error("the call did not end within {timeout:?}; it was hung up ({})", report.outcome)]
     Timeout {
