@@ -54,7 +54,9 @@ use crate::media::prompts::{
 };
 use crate::media::rtp::{self, RtpFields, RtpHeader};
 use crate::sip::dialog::{Dialog, OutgoingRequest, UacAnswer};
-use crate::sip::message::{Message, Method, Request, RequestBuilder, Response, SipHeaders};
+use crate::sip::message::{
+    MAGIC_COOKIE, Message, Method, Request, RequestBuilder, Response, SipHeaders,
+};
 use crate::sip::sdp::{self, LocalMedia};
 
 /// Something to send.
@@ -343,6 +345,7 @@ impl Caller {
             // §9.1: no CANCEL before a provisional response; the INVITE's
             // retransmissions stop, and a late answer is ACKed and ended.
             self.cancel_pending = true;
+            self.report.hung_up_by = Some(Party::Caller);
             self.invite.retransmit_at = None;
             self.invite.give_up_at = None;
             self.finish(now, Outcome::Cancelled);
@@ -418,7 +421,7 @@ impl Caller {
         };
         let branch = response.branch();
         if cseq.method == Method::Invite {
-            if branch.as_deref() != Some(&format!("z9hG4bK{}", self.invite.branch)) {
+            if branch.as_deref() != Some(&format!("{MAGIC_COOKIE}{}", self.invite.branch)) {
                 self.note(format!(
                     "ignored a response to an INVITE that is not ours (branch {branch:?})"
                 ));
@@ -430,7 +433,7 @@ impl Caller {
         let Some(index) = self
             .requests
             .iter()
-            .position(|r| branch.as_deref() == Some(&format!("z9hG4bK{}", r.branch)))
+            .position(|r| branch.as_deref() == Some(&format!("{MAGIC_COOKIE}{}", r.branch)))
         else {
             return;
         };
@@ -521,8 +524,9 @@ impl Caller {
         self.invite.ack = Some(ack.clone());
         self.send_sip(now, ack);
         self.dialog = Some(dialog);
-        if self.cancel_pending {
-            // The hang-up came before any response: the call is over already.
+        if self.cancel_pending || self.cancelled {
+            // This side hung up before the answer (no CANCEL possible yet,
+            // or the 200 crossed the CANCEL, §9.1): end the call at once.
             self.send_bye(now);
             return;
         }
@@ -963,10 +967,11 @@ impl Caller {
         }
     }
 
-    fn stop_media(&mut self, _now: Instant) {
+    fn stop_media(&mut self, now: Instant) {
         self.media = None;
         self.next_digit_at = None;
         self.listener.handle_end();
+        self.drain_listener(now);
     }
 
     // --- listening ---
@@ -1026,7 +1031,6 @@ impl Caller {
             self.report.outcome = outcome;
         }
         self.stop_media(now);
-        self.drain_listener(now);
         self.hang_up_at = None;
         self.report.duration = now.saturating_duration_since(self.start);
     }

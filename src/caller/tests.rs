@@ -739,3 +739,99 @@ fn garbage_rtp_and_early_rtp_are_ignored() {
     }
     assert!(sim.caller.report().prompts.is_empty());
 }
+
+#[test]
+fn a_200_that_crosses_our_cancel_is_acked_and_ended_with_bye() {
+    let mut sim = Sim::new(config(DtmfPlan::none(), HangUp::WaitForBye));
+    let invite = sim.take_one(Method::Invite);
+    sim.feed(
+        &invite
+            .response(180, "Ringing")
+            .to_tag(BRIDGE_TAG)
+            .to_bytes(),
+    );
+    sim.caller.hang_up(sim.now);
+    sim.drain();
+    sim.take_one(Method::Cancel);
+    sim.answer(&invite);
+    let sent = sim.take_sip();
+    let methods: Vec<&Method> = sent.iter().map(|r| r.method()).collect();
+    assert_eq!(methods, [&Method::Ack, &Method::Bye]);
+    sim.feed(&sent[1].response(200, "OK").to_bytes());
+    assert!(sim.caller.is_finished());
+    let report = sim.caller.report();
+    assert_eq!(report.hung_up_by, Some(Party::Caller));
+    assert_eq!(report.rtp_sent, 0, "no media for a call being ended");
+}
+
+#[test]
+fn a_hang_up_before_any_response_ends_a_late_answer_at_once() {
+    let mut sim = Sim::new(config(DtmfPlan::none(), HangUp::WaitForBye));
+    let invite = sim.take_one(Method::Invite);
+    sim.caller.hang_up(sim.now);
+    sim.drain();
+    assert!(
+        sim.take_sip().is_empty(),
+        "no CANCEL before a provisional (§9.1)"
+    );
+    assert!(sim.caller.is_finished());
+    assert_eq!(sim.caller.report().outcome, Outcome::Cancelled);
+    sim.advance(ms(5_000));
+    assert!(sim.take_sip().is_empty(), "the INVITE is not retransmitted");
+    sim.answer(&invite);
+    let methods: Vec<Method> = sim.take_sip().iter().map(|r| r.method().clone()).collect();
+    assert_eq!(methods, [Method::Ack, Method::Bye]);
+}
+
+#[test]
+fn a_2xx_from_a_second_fork_is_acked_and_sent_bye() {
+    let (mut sim, invite) = answered(config(DtmfPlan::none(), HangUp::WaitForBye));
+    let fork = invite
+        .response(200, "OK")
+        .to_tag("other-fork")
+        .header("Contact", "<sip:fork@127.0.0.1:5099>")
+        .to_bytes();
+    sim.feed(&fork);
+    let sent = sim.take_sip();
+    let methods: Vec<&Method> = sent.iter().map(|r| r.method()).collect();
+    assert_eq!(methods, [&Method::Ack, &Method::Bye]);
+    assert!(
+        sent.iter()
+            .all(|r| r.to_tag().as_deref() == Some("other-fork"))
+    );
+    assert!(sent.iter().all(|r| r.uri() == "sip:fork@127.0.0.1:5099"));
+    assert!(!sim.caller.is_finished(), "the first dialog goes on");
+}
+
+#[test]
+fn the_text_report_shows_prompts_digits_outcome_and_ladder() {
+    let dtmf = plan(
+        "7#",
+        DtmfMethod::Rfc4733,
+        DtmfStart::OnPrompt(PromptId::Welcome),
+    );
+    let (mut sim, invite) = answered(config(dtmf, HangUp::WaitForBye));
+    sim.play(PromptId::Welcome);
+    sim.play(PromptId::Joining);
+    sim.feed(&bridge_bye(&invite, None));
+    let text = sim.caller.report().to_string();
+    for needle in [
+        "outcome: completed",
+        "answer: 200 OK after 0.000s, PCMU",
+        "welcome",
+        "joining",
+        "7 by rfc4733",
+        "# by rfc4733",
+        "hung up by: bridge",
+        "--> INVITE sip:+14255550100@127.0.0.1:5060 SIP/2.0",
+        "<-- BYE sip:caller@127.0.0.1:5070 SIP/2.0",
+        "--> SIP/2.0 200 OK",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from\n{text}");
+    }
+    let json = sim.caller.report().to_json();
+    assert_eq!(json["outcome"], "completed");
+    assert_eq!(json["prompts"][0]["prompt"], "welcome");
+    assert_eq!(json["digits"][1]["digit"], "#");
+    assert_eq!(json["hung_up_by"], "bridge");
+}
