@@ -40,7 +40,7 @@ pub struct CallArgs {
     /// welcome prompt starts (e.g. 2s).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub dtmf_after: Option<std::time::Duration>,
-    /// The From URI (default sip:caller@<local address>).
+    /// The From URI (default `sip:caller@<local address>`).
     #[arg(long)]
     pub from: Option<String>,
     /// Hang up this long after hearing that the call joined a meeting.

@@ -140,7 +140,7 @@ struct Media {
     press: Option<Press>,
 }
 
-/// The far end's media: nothing arrives before the codec is known.
+/// SDP names the codec the offer/answer agreed; the g711 module codes it.
 fn g711(codec: sdp::Codec) -> Codec {
     match codec {
         sdp::Codec::Pcmu => Codec::Pcmu,

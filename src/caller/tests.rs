@@ -835,3 +835,25 @@ fn the_text_report_shows_prompts_digits_outcome_and_ladder() {
     assert_eq!(json["digits"][1]["digit"], "#");
     assert_eq!(json["hung_up_by"], "bridge");
 }
+
+#[test]
+fn a_stalled_driver_gets_no_burst_of_rtp() {
+    let (mut sim, _invite) = answered(config(DtmfPlan::none(), HangUp::WaitForBye));
+    sim.caller.handle_timeout(sim.t0);
+    sim.drain();
+    assert_eq!(sim.rtp.len(), 1);
+    // The driver wakes a second late: the stream skips ahead.
+    sim.now = sim.t0 + ms(1_000);
+    sim.caller.handle_timeout(sim.now);
+    sim.drain();
+    assert!(sim.rtp.len() <= 1 + 6, "{} packets", sim.rtp.len());
+    let first = RtpHeader::parse(&sim.rtp[0].1).unwrap().timestamp();
+    let last = RtpHeader::parse(&sim.rtp.last().unwrap().1)
+        .unwrap()
+        .timestamp();
+    assert_eq!(
+        last.wrapping_sub(first),
+        8_000,
+        "the timestamp follows the clock"
+    );
+}
