@@ -22,6 +22,39 @@ pub enum Command {
     Serve(ServeArgs),
     /// Administer tenants, users, conference IDs, meetings and emails.
     Admin(AdminArgs),
+    /// Place one SIP call, press DTMF, and print the prompts heard and the outcome.
+    Call(CallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// Whom to call: sip:USER@HOST[:PORT], e.g. sip:+14255550100@127.0.0.1:5060.
+    pub uri: String,
+    /// Keys to press: 0-9 * # A-D; a comma pauses 500 ms (e.g. 1234567#).
+    #[arg(long, default_value = "")]
+    pub dtmf: String,
+    /// How to send the keys: rfc4733 (RTP events), info (SIP INFO) or inband (tones).
+    #[arg(long, default_value = "rfc4733", value_parser = ["rfc4733", "info", "inband"])]
+    pub method: String,
+    /// Press the first key this long after the answer instead of when the
+    /// welcome prompt starts (e.g. 2s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub dtmf_after: Option<std::time::Duration>,
+    /// The From URI (default `sip:caller@<local address>`).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Hang up this long after hearing that the call joined a meeting.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub hangup_after: std::time::Duration,
+    /// Never hang up: wait for the far end's BYE (or the timeout).
+    #[arg(long, conflicts_with = "hangup_after")]
+    pub wait_for_bye: bool,
+    /// Give up (and hang up) after this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,8 @@
 //! - [`sip`]: SIP messages, framing, SDP, transactions and dialogs (no IO)
 //! - [`media`]: RTP, G.711, DTMF and prompts (no IO)
 //! - [`attendant`]: the caller flow state machine (no IO)
+//! - [`caller`]: the SIP caller (UAC) that places test calls, presses DTMF
+//!   and hears prompts (no IO)
 //! - [`datadir`]: the data folder (store, outbox, token, lock)
 //! - [`net`]: the tokio side: the HTTP admin API and the server
 //! - [`client`]: the admin API client the CLI uses
@@ -21,6 +23,7 @@
 
 pub mod admin;
 pub mod attendant;
+pub mod caller;
 pub mod cli;
 pub mod client;
 pub mod cmd;

@@ -21,6 +21,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => dialin::cmd::serve::run(args).await,
             Command::Admin(args) => dialin::cmd::admin::run(args).await,
+            Command::Call(args) => dialin::cmd::call::run(args).await,
         }
     });
     match result {

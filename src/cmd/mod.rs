@@ -1,4 +1,5 @@
 //! The commands behind the CLI: each takes its parsed arguments and runs.
 
 pub mod admin;
+pub mod call;
 pub mod serve;

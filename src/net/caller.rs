@@ -1,0 +1,648 @@
+//! Places one call with the [`crate::caller`] core: a UDP socket for SIP, one
+//! for RTP, and the core's timers, until the call ends, the call timeout
+//! passes, or the shutdown future resolves.
+//!
+//! All decisions are the core's; this moves datagrams and sleeps until the
+//! core's next deadline (`tokio::time::Instant`, so `tokio::time::pause`
+//! drives it in tests).
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::caller::{CallReport, Caller, CallerConfig, DtmfPlan, HangUp, Output, PromptMatchers};
+use crate::media::prompts::PromptError;
+use crate::sip::framing::{Limits, check_datagram};
+use crate::sip::message;
+use crate::sip::transaction::TimerConfig;
+
+/// The SIP port when the target URI names none (RFC 3261 §19.1.2).
+pub const DEFAULT_SIP_PORT: u16 = 5060;
+
+/// How long a hung-up call waits for the answer to its BYE or CANCEL
+/// before giving up (on shutdown or timeout).
+pub const HANG_UP_GRACE: Duration = Duration::from_secs(2);
+
+/// What to call and how.
+#[derive(Debug, Clone)]
+pub struct CallConfig {
+    /// `sip:USER@HOST[:PORT]`.
+    pub target: String,
+    /// The From URI; default `sip:caller@<local address>`.
+    pub from: Option<String>,
+    /// Where SIP goes; default the target's host and port.
+    pub remote: Option<SocketAddr>,
+    /// The local address to bind; default the one that routes to the remote.
+    pub local_ip: Option<IpAddr>,
+    pub dtmf: DtmfPlan,
+    pub hang_up: HangUp,
+    pub timers: TimerConfig,
+    /// The whole call is hung up after this long.
+    pub timeout: Duration,
+    /// The prompts to recognise; default the embedded catalog.
+    pub prompts: Option<Arc<PromptMatchers>>,
+    /// Seeds tags, branches and RTP ids (default: from the OS).
+    pub seed: Option<u64>,
+}
+
+impl CallConfig {
+    /// A call to `target` that presses nothing, hangs up 5 s after joining,
+    /// and gives up after 60 s.
+    pub fn new(target: impl Into<String>) -> CallConfig {
+        CallConfig {
+            target: target.into(),
+            from: None,
+            remote: None,
+            local_ip: None,
+            dtmf: DtmfPlan::none(),
+            hang_up: HangUp::AfterJoined(Duration::from_secs(5)),
+            timers: TimerConfig::default(),
+            timeout: Duration::from_secs(60),
+            prompts: None,
+            seed: None,
+        }
+    }
+}
+
+/// Why a call could not be made or finished (transport and local errors;
+/// a rejected call is a [`CallReport`], not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{uri:?} is not a SIP URI with a host: use sip:USER@HOST[:PORT]")]
+    BadTarget { uri: String },
+    #[error("can't resolve {host}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{host} resolves to no address")]
+    NoAddress { host: String },
+    #[error("can't bind a UDP socket on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("can't send to {to}")]
+    Send {
+        to: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("can't receive on {local}")]
+    Receive {
+        local: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("can't load the prompt catalog")]
+    Prompts(#[from] PromptError),
+    #[error("the call did not end within {timeout:?}; it was hung up ({})", report.outcome)]
+    Timeout {
+        timeout: Duration,
+        report: Box<CallReport>,
+    },
+}
+
+/// The host and port of a `sip:`/`sips:` URI (`sip:user@host:port;params`).
+pub fn uri_host_port(uri: &str) -> Option<(String, u16)> {
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
+    let rest = rest.split([';', '?']).next()?;
+    let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() {
+        return None;
+    }
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None => DEFAULT_SIP_PORT,
+    };
+    Some((host.to_string(), port))
+}
+
+async fn resolve(target: &str) -> Result<SocketAddr, CallError> {
+    let (host, port) = uri_host_port(target).ok_or_else(|| CallError::BadTarget {
+        uri: target.to_string(),
+    })?;
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let found = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map(|mut addrs| addrs.next());
+    match found {
+        Ok(Some(addr)) => Ok(addr),
+        Ok(None) => Err(CallError::NoAddress { host }),
+        Err(source) => Err(CallError::Resolve { host, source }),
+    }
+}
+
+/// The local address that routes to `remote` (connecting a UDP socket sends
+/// nothing; it asks the kernel for the route).
+fn route_to(remote: SocketAddr) -> IpAddr {
+    let any: SocketAddr = match remote {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    std::net::UdpSocket::bind(any)
+        .and_then(|s| {
+            s.connect(remote)?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(match remote {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        })
+}
+
+async fn bind(ip: IpAddr) -> Result<UdpSocket, CallError> {
+    let addr = SocketAddr::new(ip, 0);
+    UdpSocket::bind(addr)
+        .await
+        .map_err(|source| CallError::Bind { addr, source })
+}
+
+/// Places one call and returns its report once it is over: a rejected or
+/// unanswered call is a report too. Errors are local or transport failures,
+/// and the call timeout (its error carries the partial report).
+///
+/// When `shutdown` resolves the call is hung up (BYE or CANCEL), given
+/// [`HANG_UP_GRACE`] for the answer, and its report returned.
+pub async fn place_call(
+    config: CallConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<CallReport, CallError> {
+    let remote = match config.remote {
+        Some(r) => r,
+        None => resolve(&config.target).await?,
+    };
+    let local_ip = config.local_ip.unwrap_or_else(|| route_to(remote));
+    let sip = bind(local_ip).await?;
+    let rtp = bind(local_ip).await?;
+    let local_sip = sip.local_addr().map_err(|source| CallError::Bind {
+        addr: SocketAddr::new(local_ip, 0),
+        source,
+    })?;
+    let local_rtp = rtp.local_addr().map_err(|source| CallError::Bind {
+        addr: SocketAddr::new(local_ip, 0),
+        source,
+    })?;
+    let prompts = match config.prompts {
+        Some(p) => p,
+        None => Arc::new(PromptMatchers::embedded()?),
+    };
+    let from = config.from.unwrap_or_else(|| match local_ip {
+        IpAddr::V4(ip) => format!("sip:caller@{ip}"),
+        IpAddr::V6(ip) => format!("sip:caller@[{ip}]"),
+    });
+    let core_config = CallerConfig {
+        target: config.target,
+        from,
+        remote_sip: remote,
+        local_sip,
+        local_rtp,
+        dtmf: config.dtmf,
+        hang_up: config.hang_up,
+        timers: config.timers,
+        prompts,
+    };
+    let rng = match config.seed {
+        Some(seed) => StdRng::seed_from_u64(seed),
+        None => rand::make_rng(),
+    };
+    let start = Instant::now();
+    let caller = Caller::new(core_config, start.into_std(), rng);
+    let span = tracing::info_span!("call", call_id = %caller.call_id());
+    let driver = Driver {
+        caller,
+        sip,
+        rtp,
+        remote,
+        local_sip,
+        local_rtp,
+    };
+    driver
+        .run(start + config.timeout, config.timeout, shutdown)
+        .instrument(span)
+        .await
+}
+
+struct Driver {
+    caller: Caller,
+    sip: UdpSocket,
+    rtp: UdpSocket,
+    remote: SocketAddr,
+    local_sip: SocketAddr,
+    local_rtp: SocketAddr,
+}
+
+/// Bounds the loop: a 60 s call has ~3000 RTP packets each way plus timers.
+const MAX_STEPS_PER_SECOND: u64 = 2_000;
+
+impl Driver {
+    async fn run(
+        mut self,
+        deadline: Instant,
+        timeout: Duration,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<CallReport, CallError> {
+        tracing::info!(remote = %self.remote, local = %self.local_sip, rtp = %self.local_rtp, "calling");
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut sip_buf = vec![0u8; Limits::default().max_message + 1];
+        let mut rtp_buf = vec![0u8; 2048];
+        // Set once this side hangs up on its own: shutdown or timeout.
+        let mut hung_up_at: Option<Instant> = None;
+        let mut timed_out = false;
+        let max_steps = MAX_STEPS_PER_SECOND * (timeout + HANG_UP_GRACE).as_secs().max(1);
+        for _ in 0..max_steps {
+            self.flush().await?;
+            if self.caller.is_finished() {
+                break;
+            }
+            let give_up = match hung_up_at {
+                Some(t) => t + HANG_UP_GRACE,
+                None => deadline,
+            };
+            let wake = self
+                .caller
+                .poll_timeout()
+                .map(Instant::from_std)
+                .unwrap_or(give_up)
+                .min(give_up);
+            tokio::select! {
+                biased;
+                () = &mut shutdown, if hung_up_at.is_none() => {
+                    let now = Instant::now();
+                    tracing::info!("shutting down: hanging up");
+                    self.caller.hang_up(now.into_std());
+                    hung_up_at = Some(now);
+                }
+                received = self.sip.recv_from(&mut sip_buf) => {
+                    match received {
+                        Ok((len, from)) => self.handle_sip(&sip_buf[..len], from),
+                        Err(e) => self.receive_error(self.local_sip, e)?,
+                    }
+                }
+                received = self.rtp.recv_from(&mut rtp_buf) => {
+                    match received {
+                        Ok((len, _)) => self.caller.handle_rtp(Instant::now().into_std(), &rtp_buf[..len]),
+                        Err(e) => self.receive_error(self.local_rtp, e)?,
+                    }
+                }
+                () = tokio::time::sleep_until(wake) => {
+                    let now = Instant::now();
+                    if now >= give_up {
+                        if hung_up_at.is_some() {
+                            tracing::warn!("no answer to our hang-up: giving up");
+                            break;
+                        }
+                        tracing::warn!(?timeout, "call timeout: hanging up");
+                        timed_out = true;
+                        self.caller.hang_up(now.into_std());
+                        hung_up_at = Some(now);
+                    } else {
+                        self.caller.handle_timeout(now.into_std());
+                    }
+                }
+            }
+        }
+        self.flush().await?;
+        let report = self.caller.report_at(Instant::now().into_std());
+        tracing::info!(outcome = %report.outcome, "call over");
+        if timed_out {
+            return Err(CallError::Timeout {
+                timeout,
+                report: Box::new(report),
+            });
+        }
+        Ok(report)
+    }
+
+    fn handle_sip(&mut self, bytes: &[u8], from: SocketAddr) {
+        if bytes.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+            return; // RFC 5626 keep-alive
+        }
+        let parsed = check_datagram(bytes, Limits::default())
+            .map_err(|e| e.to_string())
+            .and_then(|()| message::parse(bytes).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(message) => self.caller.handle_sip(Instant::now().into_std(), message),
+            Err(e) => tracing::warn!(%from, "dropped a SIP datagram: {e}"),
+        }
+    }
+
+    /// A UDP receive error: ICMP errors from an earlier send (the peer's
+    /// port closed) show up here; they are the peer's problem, not ours,
+    /// and the call's timers decide. Anything else is fatal.
+    fn receive_error(&self, local: SocketAddr, e: std::io::Error) -> Result<(), CallError> {
+        use std::io::ErrorKind;
+        match e.kind() {
+            ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset | ErrorKind::Interrupted => {
+                tracing::warn!(%local, "receive: {e}");
+                Ok(())
+            }
+            _ => Err(CallError::Receive { local, source: e }),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), CallError> {
+        while let Some(out) = self.caller.poll_output() {
+            let (socket, to, bytes) = match out {
+                Output::Sip(bytes) => (&self.sip, self.remote, bytes),
+                Output::Rtp { to, bytes } => (&self.rtp, to, bytes),
+            };
+            if let Err(source) = socket.send_to(&bytes, to).await {
+                // An RTP packet lost to a full buffer is a lost packet; SIP
+                // is retransmitted by the core. Only a hard error stops.
+                if source.kind() == std::io::ErrorKind::WouldBlock {
+                    continue;
+                }
+                return Err(CallError::Send { to, source });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caller::{DtmfStart, Outcome, Party};
+    use crate::media::dtmf::DtmfMethod;
+    use crate::media::dtmf::info::parse_info;
+    use crate::media::g711::Codec;
+    use crate::media::prompts::{PromptCatalog, PromptId};
+    use crate::media::rtp::{self, RtpFields};
+    use crate::sip::message::{Message, Method, Request, RequestBuilder, SipHeaders};
+    use crate::sip::sdp::{self, SessionDescription};
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A scripted bridge: one SIP and one RTP socket on loopback.
+    struct FakeBridge {
+        sip: UdpSocket,
+        rtp: UdpSocket,
+        caller_sip: Option<SocketAddr>,
+    }
+
+    impl FakeBridge {
+        async fn bind() -> FakeBridge {
+            FakeBridge {
+                sip: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+                rtp: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+                caller_sip: None,
+            }
+        }
+
+        fn target(&self) -> String {
+            format!("sip:+14255550100@{}", self.sip.local_addr().unwrap())
+        }
+
+        async fn recv(&mut self) -> Request {
+            let mut buf = vec![0u8; 65536];
+            let (len, from) = tokio::time::timeout(WAIT, self.sip.recv_from(&mut buf))
+                .await
+                .expect("the caller sends within the wait")
+                .unwrap();
+            self.caller_sip = Some(from);
+            match message::parse(&buf[..len]).unwrap() {
+                Message::Request(r) => r,
+                Message::Response(r) => panic!("bridge got a response {}", r.status()),
+            }
+        }
+
+        async fn recv_response(&mut self) -> u16 {
+            let mut buf = vec![0u8; 65536];
+            let (len, _) = tokio::time::timeout(WAIT, self.sip.recv_from(&mut buf))
+                .await
+                .expect("the caller answers within the wait")
+                .unwrap();
+            match message::parse(&buf[..len]).unwrap() {
+                Message::Response(r) => r.status(),
+                Message::Request(r) => panic!("bridge expected a response, got {}", r.method()),
+            }
+        }
+
+        async fn send(&self, bytes: &[u8]) {
+            self.sip
+                .send_to(bytes, self.caller_sip.unwrap())
+                .await
+                .unwrap();
+        }
+
+        /// Answers the INVITE; returns where the caller wants RTP.
+        async fn answer(&mut self, invite: &Request) -> SocketAddr {
+            self.send(&invite.response(100, "Trying").to_bytes()).await;
+            let offer =
+                SessionDescription::parse(std::str::from_utf8(invite.body()).unwrap()).unwrap();
+            let answer = sdp::answer(
+                &offer,
+                &sdp::LocalMedia {
+                    address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    rtp_port: self.rtp.local_addr().unwrap().port(),
+                    session_id: 1,
+                    session_version: 1,
+                },
+            )
+            .unwrap();
+            let contact = format!("<sip:bridge@{}>", self.sip.local_addr().unwrap());
+            let ok = invite
+                .response(200, "OK")
+                .to_tag("bridge1")
+                .header("Contact", &contact)
+                .body("application/sdp", answer.sdp.as_bytes())
+                .to_bytes();
+            self.send(&ok).await;
+            answer.negotiated.remote_rtp
+        }
+
+        async fn play(&self, to: SocketAddr, prompt: PromptId, frames: usize) {
+            let catalog = PromptCatalog::embedded().unwrap();
+            let mut buf = [0u8; 200];
+            for (i, frame) in catalog
+                .frames(prompt, Codec::Pcmu)
+                .iter()
+                .take(frames)
+                .enumerate()
+            {
+                let fields = RtpFields {
+                    marker: i == 0,
+                    payload_type: 0,
+                    sequence: i as u16,
+                    timestamp: i as u32 * 160,
+                    ssrc: 77,
+                };
+                let len = rtp::write_packet(&mut buf, &fields, frame).unwrap();
+                self.rtp.send_to(&buf[..len], to).await.unwrap();
+                // Loopback buffers are large but not endless: a breath every
+                // 50 frames keeps a burst from overflowing the caller's.
+                if i % 50 == 49 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    }
+
+    fn config(bridge: &FakeBridge, dtmf: DtmfPlan) -> CallConfig {
+        CallConfig {
+            dtmf,
+            hang_up: HangUp::WaitForBye,
+            timeout: WAIT,
+            seed: Some(1),
+            ..CallConfig::new(bridge.target())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_over_loopback_hears_prompts_sends_info_digits_and_records_the_bye() {
+        let mut bridge = FakeBridge::bind().await;
+        let dtmf = DtmfPlan {
+            start: DtmfStart::OnPrompt(PromptId::Welcome),
+            ..DtmfPlan::parse("12#", DtmfMethod::Info).unwrap()
+        };
+        let call = tokio::spawn(place_call(config(&bridge, dtmf), std::future::pending()));
+
+        let invite = bridge.recv().await;
+        assert_eq!(invite.method(), &Method::Invite);
+        let caller_rtp = bridge.answer(&invite).await;
+        let ack = bridge.recv().await;
+        assert_eq!(ack.method(), &Method::Ack);
+        bridge.play(caller_rtp, PromptId::Welcome, 40).await;
+        let mut digits = String::new();
+        while !digits.ends_with('#') {
+            let info = bridge.recv().await;
+            assert_eq!(info.method(), &Method::Info);
+            let event = parse_info(info.content_type().unwrap(), info.body()).unwrap();
+            digits.push(event.digit.as_char());
+            bridge.send(&info.response(200, "OK").to_bytes()).await;
+        }
+        assert_eq!(digits, "12#");
+        bridge
+            .play(caller_rtp, PromptId::NotValid, usize::MAX)
+            .await;
+        // The caller's audio arrives on the RTP socket from the SDP offer.
+        let mut buf = [0u8; 400];
+        let (len, from) = tokio::time::timeout(WAIT, bridge.rtp.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(from, caller_rtp);
+        assert_eq!(
+            rtp::RtpHeader::parse(&buf[..len]).unwrap().payload_type(),
+            0
+        );
+        let bye = RequestBuilder::new(Method::Bye, &invite.contact_uri().unwrap())
+            .via("UDP", &bridge.sip.local_addr().unwrap().to_string(), "bye1")
+            .from(invite.uri(), "bridge1")
+            .to(&invite.from().unwrap().uri, invite.from_tag().as_deref())
+            .call_id(invite.call_id().unwrap())
+            .cseq(1)
+            .reason_sip(403, "Conference ID not valid")
+            .to_bytes();
+        bridge.send(&bye).await;
+        assert_eq!(bridge.recv_response().await, 200);
+
+        let report = tokio::time::timeout(WAIT, call)
+            .await
+            .expect("the call ends after the BYE")
+            .unwrap()
+            .expect("the call completes");
+        assert_eq!(report.outcome, Outcome::Completed);
+        assert_eq!(report.final_status, Some((200, "OK".into())));
+        assert_eq!(report.prompt_ids(), [PromptId::Welcome, PromptId::NotValid]);
+        assert_eq!(report.digit_text(), "12#");
+        assert_eq!(report.hung_up_by, Some(Party::Bridge));
+        assert_eq!(
+            report.bye_reason_text.as_deref(),
+            Some("Conference ID not valid")
+        );
+        assert!(report.decision_time.is_some());
+        assert!(report.rtp_sent > 0);
+    }
+
+    #[tokio::test]
+    async fn shutdown_hangs_up_with_bye_and_returns_the_report() {
+        let mut bridge = FakeBridge::bind().await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let call = tokio::spawn(place_call(config(&bridge, DtmfPlan::none()), async {
+            let _ = stopped.await;
+        }));
+        let invite = bridge.recv().await;
+        bridge.answer(&invite).await;
+        assert_eq!(bridge.recv().await.method(), &Method::Ack);
+        stop.send(()).unwrap();
+        let bye = bridge.recv().await;
+        assert_eq!(bye.method(), &Method::Bye);
+        bridge.send(&bye.response(200, "OK").to_bytes()).await;
+        let report = tokio::time::timeout(WAIT, call)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(report.outcome, Outcome::Completed);
+        assert_eq!(report.hung_up_by, Some(Party::Caller));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_bridge_times_out_with_a_report() {
+        // A bound socket that never answers; short timers keep the test short.
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut config = CallConfig::new(format!("sip:1@{}", silent.local_addr().unwrap()));
+        config.timeout = Duration::from_millis(500);
+        config.timers.t1 = Duration::from_millis(20);
+        config.seed = Some(2);
+        let err = place_call(config, std::future::pending())
+            .await
+            .expect_err("nobody answers");
+        match err {
+            CallError::Timeout { report, .. } => {
+                assert_eq!(report.outcome, Outcome::Cancelled);
+                assert!(
+                    report.ladder.len() >= 5,
+                    "INVITE retransmitted: {:?}",
+                    report.ladder
+                );
+            }
+            other => panic!("expected a timeout, got {other}"),
+        }
+    }
+
+    #[test]
+    fn uri_host_port_reads_sip_uris() {
+        assert_eq!(
+            uri_host_port("sip:+14255550100@127.0.0.1:5060"),
+            Some(("127.0.0.1".into(), 5060))
+        );
+        assert_eq!(
+            uri_host_port("sip:bridge.example.com;transport=udp"),
+            Some(("bridge.example.com".into(), 5060))
+        );
+        assert_eq!(
+            uri_host_port("sips:a@[::1]:5061"),
+            Some(("::1".into(), 5061))
+        );
+        assert_eq!(uri_host_port("tel:+14255550100"), None);
+        assert_eq!(uri_host_port("sip:a@"), None);
+        assert_eq!(uri_host_port("sip:a@h:port"), None);
+    }
+}
