@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod attendant;
+pub mod call;
 pub mod cli;
 pub mod client;
 pub mod cmd;
