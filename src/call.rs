@@ -1137,9 +1137,7 @@ impl Call {
 
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<SipTransmit> {
-        if self.phase == Phase::ByeSent && self.bye.is_none() {
-            self.phase = Phase::Ended;
-        }
+        self.drain_transactions();
         self.transmits.pop_front()
     }
 
