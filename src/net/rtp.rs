@@ -12,14 +12,14 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::call::{Call, CallEvent, MeetingKey};
+use crate::call::{Call, CallEnd, CallEvent, MeetingKey};
 use crate::directory::Directory;
 use crate::sip::message::{Request, Response};
 
@@ -129,6 +129,10 @@ pub struct CallShared {
     pub roster: Roster,
     /// Calls that have not ended (the `--max-calls` count).
     pub active: AtomicUsize,
+    /// Calls that joined a meeting, since start.
+    pub joined: AtomicU64,
+    /// Calls the bridge ended with its own BYE, since start.
+    pub bridge_hangups: AtomicU64,
 }
 
 fn now() -> std::time::Instant {
@@ -179,6 +183,7 @@ pub async fn run_call(
                     CallEvent::Answered => {}
                     CallEvent::Join { key, id } => {
                         let alone = shared.roster.join(key, number);
+                        shared.joined.fetch_add(1, Ordering::Relaxed);
                         room = Some(key);
                         tracing::info!(%id, alone, "in the meeting");
                         call.handle_joined(now(), alone, &*shared.directory);
@@ -189,6 +194,9 @@ pub async fn run_call(
                     }
                     CallEvent::Ended { end, .. } => {
                         tracing::info!(?end, "ended");
+                        if matches!(end, CallEnd::BridgeHungUp(_)) {
+                            shared.bridge_hangups.fetch_add(1, Ordering::Relaxed);
+                        }
                         if std::mem::take(&mut counted) {
                             shared.active.fetch_sub(1, Ordering::AcqRel);
                         }
@@ -242,5 +250,31 @@ pub async fn run_call(
     }
     if counted {
         shared.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A view of the bridge's calls for tests, metrics and the CLI.
+#[derive(Clone)]
+pub struct BridgeMonitor(pub(crate) Arc<CallShared>);
+
+impl BridgeMonitor {
+    /// Calls that have not ended.
+    pub fn active_calls(&self) -> usize {
+        self.0.active.load(Ordering::Acquire)
+    }
+
+    /// Calls that joined a meeting since the bridge started.
+    pub fn joined_total(&self) -> u64 {
+        self.0.joined.load(Ordering::Relaxed)
+    }
+
+    /// Calls the bridge hung up on (BYE with a Reason) since it started.
+    pub fn bridge_hangups(&self) -> u64 {
+        self.0.bridge_hangups.load(Ordering::Relaxed)
+    }
+
+    /// Callers in a meeting's room now.
+    pub fn in_room(&self, key: &MeetingKey) -> usize {
+        self.0.roster.count(key)
     }
 }

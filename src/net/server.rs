@@ -120,6 +120,11 @@ impl Server {
         self.sip.as_ref().map(SipServer::local_addr)
     }
 
+    /// Watches the bridge's calls, if the bridge runs.
+    pub fn bridge(&self) -> Option<super::rtp::BridgeMonitor> {
+        self.sip.as_ref().map(SipServer::monitor)
+    }
+
     pub fn service(&self) -> &Arc<Service> {
         &self.service
     }

@@ -33,7 +33,7 @@ use crate::sip::framing::{Limits, StreamFramer, check_datagram};
 use crate::sip::message::{self, Message, Method, Request, SipHeaders};
 use crate::sip::transaction::{TimerConfig, Transport};
 
-use super::rtp::{CallInput, CallShared, Roster, RtpPorts, run_call};
+use super::rtp::{BridgeMonitor, CallInput, CallShared, Roster, RtpPorts, run_call};
 
 /// A call's inbox: SIP routed to it. Full means the call is far behind; a
 /// datagram is dropped then (the peer retransmits).
@@ -123,6 +123,7 @@ impl Outbound {
 
 /// The bound SIP side, ready to run.
 pub struct SipServer {
+    shared: Arc<CallShared>,
     udp: Arc<UdpSocket>,
     tcp: TcpListener,
     addr: SocketAddr,
@@ -141,8 +142,21 @@ impl SipServer {
             let addr = udp.local_addr()?;
             match TcpListener::bind(addr).await {
                 Ok(tcp) => {
+                    let udp = Arc::new(udp);
+                    let shared = Arc::new(CallShared {
+                        out: Outbound {
+                            udp: udp.clone(),
+                            tcp: Arc::new(Mutex::new(HashMap::new())),
+                        },
+                        directory: service.directory().clone(),
+                        roster: Roster::default(),
+                        active: AtomicUsize::new(0),
+                        joined: AtomicU64::new(0),
+                        bridge_hangups: AtomicU64::new(0),
+                    });
                     return Ok(SipServer {
-                        udp: Arc::new(udp),
+                        shared,
+                        udp,
                         tcp,
                         addr,
                         options,
@@ -166,22 +180,18 @@ impl SipServer {
         self.addr
     }
 
+    /// Watches the calls of this bridge (works while and after it runs).
+    pub fn monitor(&self) -> BridgeMonitor {
+        BridgeMonitor(self.shared.clone())
+    }
+
     /// Serves until `shutdown` resolves; then answers new calls 503, ends
     /// the calls in progress with BYE, and returns when they are done (or
     /// after the drain time).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let out = Outbound {
-            udp: self.udp.clone(),
-            tcp: Arc::new(Mutex::new(HashMap::new())),
-        };
-        let shared = Arc::new(CallShared {
-            out: out.clone(),
-            directory: self.service.directory().clone(),
-            roster: Roster::default(),
-            active: AtomicUsize::new(0),
-        });
+        let out = self.shared.out.clone();
         let mut router = Router {
-            shared,
+            shared: self.shared.clone(),
             service: self.service.clone(),
             ports: RtpPorts::new(self.addr.ip(), self.options.rtp_ports.clone()),
             options: self.options.clone(),
