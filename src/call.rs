@@ -158,7 +158,9 @@ pub struct CallConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// 100 (and 180) sent; the 200 goes out at `answer_at`.
-    Ringing { answer_at: Instant },
+    Ringing {
+        answer_at: Instant,
+    },
     /// 200 sent, waiting for the ACK.
     Answered,
     /// ACK received: media and the attendant run.
@@ -246,7 +248,11 @@ impl KeyFields {
             method: request.method().to_string(),
             branch: request.branch(),
             sent_by: request.sent_by().map(|s| s.to_string()).unwrap_or_default(),
-            via: request.vias().first().map(|v| v.to_string()).unwrap_or_default(),
+            via: request
+                .vias()
+                .first()
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
             from_tag: request.from_tag(),
             cseq: request.cseq().map(|c| c.seq).unwrap_or_default(),
         }
@@ -358,24 +364,25 @@ impl Call {
 
     fn start(&mut self, now: Instant, invite: &Request, source: Source) {
         let fields = KeyFields::of(invite);
-        let key = match self
-            .transactions
-            .handle_request(now, &fields.parts(invite), source.transport)
-        {
-            Ok(Route::New(key)) => key,
-            Ok(_) | Err(_) => {
-                // Unusable transaction key (no Call-ID, Via...): answer once
-                // without a transaction; the caller retransmits into 400s.
-                tracing::warn!("INVITE without a usable transaction key: 400");
-                let bytes = invite.response(400, "Bad Request").to_bytes();
-                self.transmits.push_back(SipTransmit {
-                    to: source,
-                    bytes: bytes.into(),
-                });
-                self.finish(CallEnd::Rejected(400));
-                return;
-            }
-        };
+        let key =
+            match self
+                .transactions
+                .handle_request(now, &fields.parts(invite), source.transport)
+            {
+                Ok(Route::New(key)) => key,
+                Ok(_) | Err(_) => {
+                    // Unusable transaction key (no Call-ID, Via...): answer once
+                    // without a transaction; the caller retransmits into 400s.
+                    tracing::warn!("INVITE without a usable transaction key: 400");
+                    let bytes = invite.response(400, "Bad Request").to_bytes();
+                    self.transmits.push_back(SipTransmit {
+                        to: source,
+                        bytes: bytes.into(),
+                    });
+                    self.finish(CallEnd::Rejected(400));
+                    return;
+                }
+            };
         self.sources.insert(key.clone(), source);
         self.invite_key = Some(key.clone());
         self.respond(now, &key, invite.response(100, "Trying"));
@@ -546,7 +553,10 @@ impl Call {
         self.phase == Phase::Ended
             && self.transactions.is_empty()
             && self.bye.is_none()
-            && self.answer.as_ref().is_none_or(AnswerRetransmitter::is_done)
+            && self
+                .answer
+                .as_ref()
+                .is_none_or(AnswerRetransmitter::is_done)
     }
 
     /// Whether the call has ended (its [`CallEvent::Ended`] is out).
@@ -563,9 +573,9 @@ impl Call {
         dir: &impl IdLookup,
     ) {
         let fields = KeyFields::of(request);
-        let route =
-            self.transactions
-                .handle_request(now, &fields.parts(request), source.transport);
+        let route = self
+            .transactions
+            .handle_request(now, &fields.parts(request), source.transport);
         match route {
             Err(e) => {
                 tracing::warn!(error = %e, "request without a usable transaction key");
@@ -713,9 +723,10 @@ impl Call {
                 self.respond(
                     now,
                     key,
-                    request
-                        .response(488, "Not Acceptable Here")
-                        .header("Warning", "399 dialin \"session changes are not supported\""),
+                    request.response(488, "Not Acceptable Here").header(
+                        "Warning",
+                        "399 dialin \"session changes are not supported\"",
+                    ),
                 );
             }
             _ => {
@@ -818,9 +829,7 @@ impl Call {
             };
             if let Some(d) = media.events.handle_packet(now, &event) {
                 tracing::debug!(digit = %d.digit, "RFC 4733 digit");
-                media
-                    .merger
-                    .handle_digit(now, d.digit, DtmfMethod::Rfc4733);
+                media.merger.handle_digit(now, d.digit, DtmfMethod::Rfc4733);
             }
         } else if pt == media.negotiated.audio_pt {
             let payload = header.payload();
@@ -998,7 +1007,9 @@ impl Call {
                 Some(end) if now > end => {
                     let gap = now.duration_since(end);
                     let samples = gap.as_micros() * 8 / 1000;
-                    media.sender.skip(u32::try_from(samples).unwrap_or(u32::MAX));
+                    media
+                        .sender
+                        .skip(u32::try_from(samples).unwrap_or(u32::MAX));
                 }
                 _ => {}
             }
@@ -1122,7 +1133,11 @@ impl Call {
 
     fn drain_transactions(&mut self) {
         while let Some((key, x)) = self.transactions.poll_transmit() {
-            let to = self.sources.get(&key).copied().unwrap_or(self.invite_source);
+            let to = self
+                .sources
+                .get(&key)
+                .copied()
+                .unwrap_or(self.invite_source);
             self.transmits.push_back(SipTransmit { to, bytes: x.bytes });
         }
         while let Some((key, event)) = self.transactions.poll_event() {
@@ -1157,15 +1172,17 @@ impl Call {
             Phase::Ringing { answer_at } => Some(answer_at),
             _ => None,
         };
-        let bye = self.bye.as_ref().map(|b| {
-            b.retransmit
-                .map_or(b.give_up, |(at, _)| at.min(b.give_up))
-        });
+        let bye = self
+            .bye
+            .as_ref()
+            .map(|b| b.retransmit.map_or(b.give_up, |(at, _)| at.min(b.give_up)));
         let media = self.media.as_ref().and_then(|m| m.events.poll_timeout());
         [
             self.transactions.poll_timeout(),
             ringing,
-            self.answer.as_ref().and_then(AnswerRetransmitter::poll_timeout),
+            self.answer
+                .as_ref()
+                .and_then(AnswerRetransmitter::poll_timeout),
             bye,
             self.playout.as_ref().map(|p| p.next_at),
             self.muted_until.map(|(_, t)| t),
@@ -1187,4 +1204,485 @@ pub fn options_response(request: &Request) -> crate::sip::message::ResponseBuild
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    use super::*;
+    use crate::directory::{Lookup, PinDigits};
+    use crate::media::dtmf::Digit;
+    use crate::media::dtmf::rfc4733::EventPayload;
+    use crate::media::rtp::{RtpFields, write_packet};
+    use crate::sip::message::{self, Message};
+
+    const VALID: &str = "7654321";
+    const PEER: &str = "127.0.0.1:5062";
+
+    struct OneId;
+
+    impl IdLookup for OneId {
+        fn lookup(&self, id: ConferenceId) -> Lookup {
+            if id.to_string() == VALID {
+                Lookup::Valid(Target {
+                    tenant: 1,
+                    organizer: 7,
+                    meeting: None,
+                    leader_pin: PinDigits::new("12345"),
+                })
+            } else {
+                Lookup::Unknown
+            }
+        }
+    }
+
+    fn source() -> Source {
+        Source {
+            transport: Transport::Unreliable,
+            addr: PEER.parse().unwrap(),
+        }
+    }
+
+    fn config(ring: Duration) -> CallConfig {
+        CallConfig {
+            timers: TimerConfig::default(),
+            attendant: attendant::Config::default(),
+            sip_addr: "127.0.0.1:5060".parse().unwrap(),
+            rtp_addr: "127.0.0.1:20000".parse().unwrap(),
+            mute_prompts: false,
+            ring,
+            seed: 42,
+        }
+    }
+
+    fn catalog() -> Arc<PromptCatalog> {
+        // Short synthetic prompts: 3 frames each.
+        Arc::new(PromptCatalog::from_pcm(|_| vec![1000; 480]))
+    }
+
+    fn parse_request(bytes: &[u8]) -> Request {
+        match message::parse(bytes).unwrap() {
+            Message::Request(r) => r,
+            Message::Response(r) => panic!("expected a request, got {}", r.status()),
+        }
+    }
+
+    fn parse_response(bytes: &[u8]) -> Response {
+        match message::parse(bytes).unwrap() {
+            Message::Response(r) => r,
+            Message::Request(r) => panic!("expected a response, got {}", r.method()),
+        }
+    }
+
+    const URI: &str = "sip:14255550100@127.0.0.1:5060";
+
+    fn builder(method: Method, cseq: u32, branch: &str, to_tag: Option<&str>) -> RequestBuilder {
+        RequestBuilder::new(method, URI)
+            .via("UDP", PEER, branch)
+            .from("sip:caller@127.0.0.1", "ctag")
+            .to(URI, to_tag)
+            .call_id("call-1")
+            .cseq(cseq)
+            .header("Contact", &format!("<sip:caller@{PEER}>"))
+    }
+
+    fn offer() -> String {
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+            .to_string()
+    }
+
+    fn invite(body: Option<&str>) -> Request {
+        let b = builder(Method::Invite, 1, "inv", None);
+        let b = match body {
+            Some(sdp) => b.body("application/sdp", sdp.as_bytes()),
+            None => b,
+        };
+        parse_request(&b.to_bytes())
+    }
+
+    fn statuses(call: &mut Call) -> Vec<u16> {
+        let mut out = Vec::new();
+        while let Some(x) = call.poll_transmit() {
+            if let Ok(Message::Response(r)) = message::parse(&x.bytes) {
+                out.push(r.status());
+            }
+        }
+        out
+    }
+
+    fn transmits(call: &mut Call) -> Vec<Message> {
+        let mut out = Vec::new();
+        while let Some(x) = call.poll_transmit() {
+            out.push(message::parse(&x.bytes).unwrap());
+        }
+        out
+    }
+
+    fn events(call: &mut Call) -> Vec<CallEvent> {
+        std::iter::from_fn(|| call.poll_event()).collect()
+    }
+
+    /// A call answered and ACKed at `t0`; returns it and the 200's To tag.
+    fn confirmed(t0: Instant) -> (Call, String) {
+        let mut call = Call::new(
+            t0,
+            &invite(Some(&offer())),
+            source(),
+            config(Duration::ZERO),
+            catalog(),
+        );
+        let sent = transmits(&mut call);
+        let ok = match sent.last() {
+            Some(Message::Response(r)) if r.status() == 200 => r.clone(),
+            other => panic!("expected 100 then 200, got {other:?}"),
+        };
+        assert_eq!(ok.content_type(), Some("application/sdp"));
+        let tag = ok.to_tag().unwrap();
+        let ack = parse_request(&builder(Method::Ack, 1, "ack", Some(&tag)).to_bytes());
+        call.handle_sip(t0, &ack, source(), &OneId);
+        assert!(call.has_media());
+        (call, tag)
+    }
+
+    /// Runs the call's timers until `until`, collecting RTP.
+    fn run_until(call: &mut Call, until: Instant) -> Vec<RtpTransmit> {
+        let mut rtp = Vec::new();
+        for _ in 0..100_000 {
+            rtp.extend(std::iter::from_fn(|| call.poll_rtp()));
+            match call.poll_timeout() {
+                Some(t) if t <= until => call.handle_timeout(t, &OneId),
+                _ => break,
+            }
+        }
+        rtp.extend(std::iter::from_fn(|| call.poll_rtp()));
+        rtp
+    }
+
+    fn event_packet(digit: Digit, seq: u16, ts: u32, end: bool) -> Vec<u8> {
+        let payload = EventPayload {
+            event: digit.event_code(),
+            end,
+            volume: 10,
+            duration: 800,
+        }
+        .to_bytes();
+        let mut buf = vec![0u8; 64];
+        let fields = RtpFields {
+            marker: !end,
+            payload_type: 101,
+            sequence: seq,
+            timestamp: ts,
+            ssrc: 0x1234,
+        };
+        let n = write_packet(&mut buf, &fields, &payload).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    fn press_rfc4733(call: &mut Call, now: &mut Instant, keys: &str, seq: &mut u16) {
+        for (i, c) in keys.chars().enumerate() {
+            let digit = Digit::from_char(c).unwrap();
+            let ts = 1000 + (i as u32) * 4000 + u32::from(*seq) * 8;
+            call.handle_rtp(*now, &event_packet(digit, *seq, ts, false), &OneId);
+            *seq += 1;
+            call.handle_rtp(*now, &event_packet(digit, *seq, ts, true), &OneId);
+            *seq += 1;
+            *now += Duration::from_millis(200);
+            run_until(call, *now);
+        }
+    }
+
+    fn press_info(call: &mut Call, now: &mut Instant, tag: &str, keys: &str, cseq: &mut u32) {
+        for c in keys.chars() {
+            let info = builder(Method::Info, *cseq, &format!("info{cseq}"), Some(tag)).body(
+                "application/dtmf-relay",
+                format!("Signal={c}\r\nDuration=160\r\n").as_bytes(),
+            );
+            call.handle_sip(*now, &parse_request(&info.to_bytes()), source(), &OneId);
+            assert_eq!(statuses(call), vec![200], "INFO {c} gets 200");
+            *cseq += 1;
+            *now += Duration::from_millis(200);
+            run_until(call, *now);
+        }
+    }
+
+    #[test]
+    fn rfc4733_digits_of_a_valid_id_join_and_bye_leaves() {
+        let t0 = Instant::now();
+        let (mut call, tag) = confirmed(t0);
+        // Welcome plays: 20 ms packets, one SSRC, seq +1, ts +160, marker first.
+        let rtp = run_until(&mut call, t0 + Duration::from_millis(40));
+        assert_eq!(rtp.len(), 3, "frames at 0, 20 and 40 ms");
+        let headers: Vec<_> = rtp
+            .iter()
+            .map(|p| RtpHeader::parse(&p.bytes).unwrap())
+            .collect();
+        assert!(headers[0].marker() && !headers[1].marker());
+        assert_eq!(headers[1].sequence(), headers[0].sequence().wrapping_add(1));
+        assert_eq!(
+            headers[1].timestamp(),
+            headers[0].timestamp().wrapping_add(160)
+        );
+        assert_eq!(headers[0].ssrc(), headers[2].ssrc());
+        assert_eq!(headers[0].payload_type(), 0);
+        assert_eq!(rtp[0].to, "127.0.0.1:40000".parse().unwrap());
+
+        let mut now = t0 + Duration::from_millis(100);
+        let mut seq = 1;
+        press_rfc4733(&mut call, &mut now, &format!("{VALID}#"), &mut seq);
+        let now = now + Duration::from_secs(1);
+        run_until(&mut call, now);
+        let evs = events(&mut call);
+        let key = MeetingKey {
+            tenant: 1,
+            organizer: 7,
+            meeting: None,
+        };
+        assert!(
+            evs.contains(&CallEvent::Join {
+                key,
+                id: VALID.parse().unwrap()
+            }),
+            "{evs:?}"
+        );
+        call.handle_joined(now, true, &OneId);
+        let rtp = run_until(&mut call, now + Duration::from_secs(1));
+        assert!(!rtp.is_empty(), "the first-person prompt plays");
+        assert_eq!(
+            call.record().unwrap().prompt_ids().last(),
+            Some(&PromptId::FirstPerson)
+        );
+
+        // The caller stays until they hang up.
+        let later = now + Duration::from_secs(600);
+        run_until(&mut call, later);
+        assert!(!call.is_ended());
+        let bye = builder(Method::Bye, 20, "bye", Some(&tag)).to_bytes();
+        call.handle_sip(later, &parse_request(&bye), source(), &OneId);
+        assert_eq!(statuses(&mut call), vec![200]);
+        let evs = events(&mut call);
+        assert_eq!(evs[0], CallEvent::Left { key });
+        assert!(matches!(
+            &evs[1],
+            CallEvent::Ended {
+                end: CallEnd::CallerHungUp,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn info_digits_of_a_valid_id_join() {
+        let t0 = Instant::now();
+        let (mut call, tag) = confirmed(t0);
+        let mut now = t0 + Duration::from_millis(100);
+        let mut cseq = 2;
+        press_info(&mut call, &mut now, &tag, &format!("{VALID}#"), &mut cseq);
+        run_until(&mut call, now + Duration::from_secs(1));
+        assert!(
+            events(&mut call)
+                .iter()
+                .any(|e| matches!(e, CallEvent::Join { .. }))
+        );
+    }
+
+    #[test]
+    fn three_bad_ids_end_with_bye_and_reason() {
+        let t0 = Instant::now();
+        let (mut call, tag) = confirmed(t0);
+        let mut now = t0 + Duration::from_millis(100);
+        let mut cseq = 2;
+        for _ in 0..3 {
+            press_info(&mut call, &mut now, &tag, "1111111#", &mut cseq);
+        }
+        run_until(&mut call, now + Duration::from_secs(2));
+        let bye = transmits(&mut call)
+            .into_iter()
+            .find_map(|m| match m {
+                Message::Request(r) if r.method() == &Method::Bye => Some(r),
+                _ => None,
+            })
+            .expect("the bridge sends BYE");
+        assert_eq!(
+            bye.header("Reason"),
+            Some("SIP ;cause=403 ;text=\"Conference ID not valid\"")
+        );
+        assert_eq!(bye.to_tag().as_deref(), Some("ctag"));
+        assert_eq!(bye.from_tag(), Some(tag));
+        assert!(events(&mut call).iter().any(|e| matches!(
+            e,
+            CallEvent::Ended {
+                end: CallEnd::BridgeHungUp(_),
+                ..
+            }
+        )));
+        // The caller's 200 ends the BYE transaction; the call finishes when
+        // the INVITE's accepted state has run out.
+        call.handle_response(now, &parse_response(&bye.response(200, "OK").to_bytes()));
+        run_until(&mut call, now + Duration::from_secs(64));
+        assert!(call.is_finished());
+    }
+
+    #[test]
+    fn no_ack_retransmits_the_200_then_byes_at_64_t1() {
+        let t0 = Instant::now();
+        let mut call = Call::new(
+            t0,
+            &invite(Some(&offer())),
+            source(),
+            config(Duration::ZERO),
+            catalog(),
+        );
+        assert_eq!(statuses(&mut call), vec![100, 200]);
+        // 500 ms, 1 s, 2 s, 4 s, then every 4 s (T2) up to 32 s.
+        call.handle_timeout(t0 + Duration::from_millis(500), &OneId);
+        assert_eq!(statuses(&mut call), vec![200]);
+        let before = t0 + Duration::from_millis(31_999);
+        run_until(&mut call, before);
+        assert!(statuses(&mut call).iter().all(|s| *s == 200));
+        assert!(!call.is_ended());
+        run_until(&mut call, t0 + Duration::from_secs(32));
+        let bye = transmits(&mut call)
+            .into_iter()
+            .find_map(|m| match m {
+                Message::Request(r) if r.method() == &Method::Bye => Some(r),
+                _ => None,
+            })
+            .expect("BYE at 64×T1");
+        assert!(bye.header("Reason").unwrap().contains("cause=408"));
+    }
+
+    #[test]
+    fn cancel_before_the_answer_gets_200_and_487() {
+        let t0 = Instant::now();
+        let mut call = Call::new(
+            t0,
+            &invite(Some(&offer())),
+            source(),
+            config(Duration::from_secs(2)),
+            catalog(),
+        );
+        assert_eq!(statuses(&mut call), vec![100, 180]);
+        let cancel = RequestBuilder::new(Method::Cancel, URI)
+            .via("UDP", PEER, "inv")
+            .from("sip:caller@127.0.0.1", "ctag")
+            .to(URI, None)
+            .call_id("call-1")
+            .cseq(1);
+        call.handle_sip(
+            t0 + Duration::from_millis(300),
+            &parse_request(&cancel.to_bytes()),
+            source(),
+            &OneId,
+        );
+        assert_eq!(statuses(&mut call), vec![200, 487]);
+        assert!(matches!(
+            events(&mut call).last(),
+            Some(CallEvent::Ended {
+                end: CallEnd::Rejected(487),
+                ..
+            })
+        ));
+        run_until(&mut call, t0 + Duration::from_secs(5));
+        assert!(
+            statuses(&mut call).iter().all(|s| *s == 487),
+            "no 200 after a CANCEL"
+        );
+    }
+
+    #[test]
+    fn a_retransmitted_invite_gets_the_200_again() {
+        let t0 = Instant::now();
+        let mut call = Call::new(
+            t0,
+            &invite(Some(&offer())),
+            source(),
+            config(Duration::ZERO),
+            catalog(),
+        );
+        assert_eq!(statuses(&mut call), vec![100, 200]);
+        call.handle_sip(
+            t0 + Duration::from_millis(100),
+            &invite(Some(&offer())),
+            source(),
+            &OneId,
+        );
+        assert_eq!(statuses(&mut call), vec![200]);
+        assert_eq!(events(&mut call), vec![CallEvent::Answered]);
+    }
+
+    #[test]
+    fn delayed_offer_takes_the_answer_from_the_ack() {
+        let t0 = Instant::now();
+        let mut call = Call::new(
+            t0,
+            &invite(None),
+            source(),
+            config(Duration::ZERO),
+            catalog(),
+        );
+        let ok = match transmits(&mut call).pop() {
+            Some(Message::Response(r)) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ok.status(), 200);
+        let offer_text = String::from_utf8_lossy(ok.body()).to_string();
+        assert!(
+            offer_text.contains("m=audio 20000 RTP/AVP 0 8 101"),
+            "{offer_text}"
+        );
+        let answer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                      m=audio 41000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n";
+        let ack = builder(Method::Ack, 1, "ack", Some(&ok.to_tag().unwrap()))
+            .body("application/sdp", answer.as_bytes());
+        call.handle_sip(t0, &parse_request(&ack.to_bytes()), source(), &OneId);
+        let n = call.negotiated().expect("negotiated from the ACK");
+        assert_eq!(n.codec, sdp::Codec::Pcma);
+        assert_eq!(n.remote_rtp, "127.0.0.1:41000".parse().unwrap());
+        let rtp = run_until(&mut call, t0);
+        assert_eq!(RtpHeader::parse(&rtp[0].bytes).unwrap().payload_type(), 8);
+    }
+
+    #[test]
+    fn an_offer_without_g711_gets_488() {
+        let t0 = Instant::now();
+        let g729 = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                    m=audio 40000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
+        let mut call = Call::new(
+            t0,
+            &invite(Some(g729)),
+            source(),
+            config(Duration::ZERO),
+            catalog(),
+        );
+        assert_eq!(statuses(&mut call), vec![100, 488]);
+        assert!(call.is_ended());
+    }
+
+    #[test]
+    fn shutdown_byes_with_503_reason() {
+        let t0 = Instant::now();
+        let (mut call, _) = confirmed(t0);
+        call.cancel(t0 + Duration::from_millis(10), &OneId);
+        let bye = transmits(&mut call)
+            .into_iter()
+            .find_map(|m| match m {
+                Message::Request(r) if r.method() == &Method::Bye => Some(r),
+                _ => None,
+            })
+            .expect("BYE at shutdown");
+        assert!(bye.header("Reason").unwrap().contains("cause=503"));
+    }
+
+    #[test]
+    fn garbage_rtp_is_ignored() {
+        let t0 = Instant::now();
+        let (mut call, _) = confirmed(t0);
+        for junk in [
+            &b""[..],
+            b"\x80",
+            &[0xff; 40],
+            &[0x80, 101, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0xff],
+        ] {
+            call.handle_rtp(t0, junk, &OneId);
+        }
+        assert!(!call.is_ended());
+    }
+}

@@ -40,8 +40,10 @@ pub struct ServeArgs {
     #[arg(long, default_value = "real")]
     pub clock: String,
     /// Where the SIP bridge listens, over UDP and TCP on the same port.
-    #[arg(long, default_value = "127.0.0.1:5060")]
-    pub sip: SocketAddr,
+    /// Default 127.0.0.1:5060; when that default is taken, the admin API
+    /// still starts (with a warning), while an address given here must bind.
+    #[arg(long)]
+    pub sip: Option<SocketAddr>,
     /// RTP ports, one per call, on the SIP address's IP (FIRST-LAST).
     #[arg(long, default_value = "20000-20999")]
     pub rtp_ports: String,

@@ -122,7 +122,15 @@ async fn sipp(bridge: &Bridge, scenario_name: &str, extra: &[String]) {
         .current_dir(dir.path())
         .arg("-sf")
         .arg(scenario(scenario_name))
-        .args(["-s", SERVICE, "-m", "1", "-timeout", "30s", "-timeout_error"])
+        .args([
+            "-s",
+            SERVICE,
+            "-m",
+            "1",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+        ])
         .args(["-i", "127.0.0.1", "-nostdin", "-trace_err"])
         .args(["-p", &free_udp_port().to_string()])
         .args(["-mp", &free_udp_port().to_string()])
@@ -138,7 +146,11 @@ async fn sipp(bridge: &Bridge, scenario_name: &str, extra: &[String]) {
     .expect("sipp is installed (Debian package sip-tester)");
     if !output.status.success() {
         let mut errors = String::new();
-        for entry in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             errors.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
         }
         panic!(
@@ -165,7 +177,11 @@ async fn sipp_info_digits_of_a_valid_id_join_and_the_call_stays_up() {
     }
     sipp(&bridge, "info_valid_id.xml", &extra).await;
     assert_eq!(bridge.monitor.joined_total(), 1, "the caller joined");
-    assert_eq!(bridge.monitor.bridge_hangups(), 0, "the caller hung up, not the bridge");
+    assert_eq!(
+        bridge.monitor.bridge_hangups(),
+        0,
+        "the caller hung up, not the bridge"
+    );
     bridge.stop().await;
 }
 
@@ -261,7 +277,10 @@ fn sdp(formats: &str, rtpmaps: &str) -> String {
 }
 
 fn pcmu_sdp() -> String {
-    sdp("0 101", "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n")
+    sdp(
+        "0 101",
+        "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+    )
 }
 
 #[tokio::test]
@@ -276,7 +295,10 @@ async fn invite_to_a_number_that_is_not_the_tenants_gets_404() {
     peer.send(&invite).await;
     let (status, response) = peer.final_status().await;
     assert_eq!(status, 404);
-    assert!(response.to_tag().is_some(), "a final response carries a To tag");
+    assert!(
+        response.to_tag().is_some(),
+        "a final response carries a To tag"
+    );
     bridge.stop().await;
 }
 
@@ -328,7 +350,10 @@ async fn an_unsupported_method_gets_405_with_allow() {
     let (status, response) = peer.final_status().await;
     assert_eq!(status, 405);
     let allow = response.header("Allow").expect("405 carries Allow");
-    assert!(allow.contains("INVITE") && allow.contains("INFO"), "{allow}");
+    assert!(
+        allow.contains("INVITE") && allow.contains("INFO"),
+        "{allow}"
+    );
     bridge.stop().await;
 }
 

@@ -1,5 +1,6 @@
 //! `dialin serve`: bind, print where to reach the server, run until Ctrl-C.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -59,7 +60,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("loading the prompts in {}", dir.display()))?,
         None => PromptCatalog::embedded().context("loading the shipped prompts")?,
     };
-    let mut sip = SipOptions::new(args.sip, Arc::new(prompts));
+    let mut sip = SipOptions::new(
+        args.sip
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060))),
+        Arc::new(prompts),
+    );
+    sip.required = args.sip.is_some();
     sip.rtp_ports = port_range(&args.rtp_ports)?;
     sip.max_calls = args.max_calls;
     sip.mute_prompts = args.mute_prompts;

@@ -219,9 +219,10 @@ pub async fn run_call(
         if deadline.is_none() && !inbox_open {
             break;
         }
-        let sleep = tokio::time::sleep_until(
-            deadline.map_or_else(|| Instant::now() + std::time::Duration::from_secs(3600), Instant::from_std),
-        );
+        let sleep = tokio::time::sleep_until(deadline.map_or_else(
+            || Instant::now() + std::time::Duration::from_secs(3600),
+            Instant::from_std,
+        ));
         tokio::select! {
             message = inbox.recv(), if inbox_open => match message {
                 Some(CallInput::Request(request, source)) => {

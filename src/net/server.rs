@@ -91,7 +91,20 @@ impl Server {
         }
         let service = Arc::new(service);
         let sip = match options.sip {
-            Some(sip) => Some(SipServer::bind(sip, service.clone()).await?),
+            Some(sip) if sip.required => Some(SipServer::bind(sip, service.clone()).await?),
+            Some(sip) => match SipServer::bind(sip.clone(), service.clone()).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "the SIP bridge is not running: give a free address with --sip"
+                    );
+                    eprintln!(
+                        "dialin: warning: no SIP bridge ({e:#}); the admin API runs alone. Give --sip ADDR for a free address."
+                    );
+                    None
+                }
+            },
             None => None,
         };
         data.write_server_info(&ServerInfo {

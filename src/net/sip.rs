@@ -61,6 +61,10 @@ pub struct SipOptions {
     pub attendant: attendant::Config,
     /// At shutdown, how long to wait for calls to end after their BYEs.
     pub drain: Duration,
+    /// Whether failing to bind `addr` stops the server (an address the user
+    /// gave) or only the bridge (the default address, which another
+    /// program or bridge may hold).
+    pub required: bool,
 }
 
 impl SipOptions {
@@ -74,16 +78,20 @@ impl SipOptions {
             timers: TimerConfig::default(),
             attendant: attendant::Config::default(),
             drain: Duration::from_secs(5),
+            required: true,
         }
     }
 }
+
+/// The write queue of each open TCP connection, by peer address. A std
+/// Mutex: looked up and cloned out, never held across an await.
+type TcpWriters = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Arc<[u8]>>>>>;
 
 /// Sends SIP bytes to a UDP address or down a TCP connection.
 #[derive(Clone)]
 pub struct Outbound {
     udp: Arc<UdpSocket>,
-    // A std Mutex: looked up and cloned out, never held across an await.
-    tcp: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Arc<[u8]>>>>>,
+    tcp: TcpWriters,
 }
 
 impl Outbound {
@@ -265,7 +273,7 @@ async fn run_connection(
     stream: TcpStream,
     peer: SocketAddr,
     to_router: mpsc::Sender<(Vec<u8>, Source)>,
-    writers: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Arc<[u8]>>>>>,
+    writers: TcpWriters,
 ) {
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Arc<[u8]>>(CALL_INBOX);
@@ -463,7 +471,10 @@ impl Router {
             }
         };
         if !dials_number(&request, &numbers) {
-            tracing::info!(uri = request.uri(), "INVITE to a number that is not the tenant's: 404");
+            tracing::info!(
+                uri = request.uri(),
+                "INVITE to a number that is not the tenant's: 404"
+            );
             out.reply(
                 source,
                 request
@@ -520,5 +531,40 @@ impl Router {
             }
             .instrument(span),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invite_to(uri: &str) -> Request {
+        let bytes = crate::sip::message::RequestBuilder::new(Method::Invite, uri)
+            .via("UDP", "127.0.0.1:5062", "b")
+            .from("sip:c@127.0.0.1", "t")
+            .to(uri, None)
+            .call_id("c")
+            .to_bytes();
+        match message::parse(&bytes).unwrap() {
+            Message::Request(r) => r,
+            Message::Response(_) => unreachable!("built a request"),
+        }
+    }
+
+    #[test]
+    fn the_dialled_number_matches_with_or_without_plus_and_as_tel() {
+        let numbers = vec!["+14255550100".parse::<PhoneNumber>().unwrap()];
+        for uri in [
+            "sip:+14255550100@bridge",
+            "sip:14255550100@bridge:5060",
+            "sip:+14255550100;isub=1@bridge",
+            "tel:+14255550100",
+            "tel:+1-425-555-0100;phone-context=x",
+        ] {
+            assert!(dials_number(&invite_to(uri), &numbers), "{uri}");
+        }
+        for uri in ["sip:14255550101@bridge", "sip:bridge", "sip:alice@bridge"] {
+            assert!(!dials_number(&invite_to(uri), &numbers), "{uri}");
+        }
     }
 }
