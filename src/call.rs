@@ -1672,6 +1672,46 @@ mod tests {
     }
 
     #[test]
+    fn muted_prompts_send_no_audio_but_take_their_time() {
+        let t0 = Instant::now();
+        let mut config = config(Duration::ZERO);
+        config.mute_prompts = true;
+        let mut call = Call::new(t0, &invite(Some(&offer())), source(), config, catalog());
+        let tag = transmits(&mut call)
+            .into_iter()
+            .find_map(|m| match m {
+                Message::Response(r) if r.status() == 200 => r.to_tag(),
+                _ => None,
+            })
+            .unwrap();
+        let ack = parse_request(&builder(Method::Ack, 1, "ack", Some(&tag)).to_bytes());
+        call.handle_sip(t0, &ack, source(), &OneId);
+        let mut now = t0 + Duration::from_millis(100);
+        let mut cseq = 2;
+        press_info(&mut call, &mut now, &tag, &format!("{VALID}#"), &mut cseq);
+        let rtp = run_until(&mut call, now + Duration::from_secs(1));
+        assert!(rtp.is_empty());
+        assert!(
+            events(&mut call)
+                .iter()
+                .any(|e| matches!(e, CallEvent::Join { .. }))
+        );
+    }
+
+    #[test]
+    fn a_request_with_the_wrong_tags_gets_481_and_an_unknown_method_405() {
+        let t0 = Instant::now();
+        let (mut call, _) = confirmed(t0);
+        let bye = builder(Method::Bye, 5, "bye", Some("not-our-tag")).to_bytes();
+        call.handle_sip(t0, &parse_request(&bye), source(), &OneId);
+        assert_eq!(statuses(&mut call), vec![481]);
+        assert!(!call.is_ended());
+        let sub = builder(Method::Other("SUBSCRIBE".into()), 6, "sub", None).to_bytes();
+        call.handle_sip(t0, &parse_request(&sub), source(), &OneId);
+        assert_eq!(statuses(&mut call), vec![405]);
+    }
+
+    #[test]
     fn garbage_rtp_is_ignored() {
         let t0 = Instant::now();
         let (mut call, _) = confirmed(t0);
