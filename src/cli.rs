@@ -72,6 +72,24 @@ pub struct ServeArgs {
     /// or `manual:TIME` to start at an RFC 3339 time.
     #[arg(long, default_value = "real")]
     pub clock: String,
+    /// Where the SIP bridge listens, over UDP and TCP on the same port
+    /// (port 0: any free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:5060")]
+    pub sip: SocketAddr,
+    /// RTP ports, one per call, on the SIP address's IP (FIRST-LAST).
+    #[arg(long, default_value = "20000-20999")]
+    pub rtp_ports: String,
+    /// Calls at once; more are refused with 503 and Retry-After.
+    #[arg(long, default_value_t = 500)]
+    pub max_calls: usize,
+    /// A folder with your own recordings of the prompts (NAME.wav, 8 kHz mono
+    /// 16-bit PCM); the shipped prompts by default.
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Send no prompt audio (prompts still take their time): for
+    /// signalling-only load.
+    #[arg(long)]
+    pub mute_prompts: bool,
 }
 
 #[derive(Debug, Args)]

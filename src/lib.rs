@@ -14,15 +14,19 @@
 //! - [`sip`]: SIP messages, framing, SDP, transactions and dialogs (no IO)
 //! - [`media`]: RTP, G.711, DTMF and prompts (no IO)
 //! - [`attendant`]: the caller flow state machine (no IO)
+//! - [`call`]: one call at the bridge: transactions, dialog, SDP, the
+//!   attendant, prompt playout and DTMF, as one sans-IO core
 //! - [`caller`]: the SIP caller (UAC) that places test calls, presses DTMF
 //!   and hears prompts (no IO)
 //! - [`datadir`]: the data folder (store, outbox, token, lock)
-//! - [`net`]: the tokio side: the HTTP admin API and the server
+//! - [`net`]: the tokio side: the HTTP admin API, SIP over UDP/TCP, call
+//!   tasks with their RTP sockets, and the server
 //! - [`client`]: the admin API client the CLI uses
 //! - [`cmd`]: the command-line commands (`serve`, `admin`)
 
 pub mod admin;
 pub mod attendant;
+pub mod call;
 pub mod caller;
 pub mod cli;
 pub mod client;

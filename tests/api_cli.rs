@@ -1012,7 +1012,14 @@ fn a_second_server_on_the_same_folder_fails_saying_in_use() {
 
     let mut second = dialin_command();
     second
-        .args(["serve", "--admin", "127.0.0.1:0", "--data"])
+        .args([
+            "serve",
+            "--admin",
+            "127.0.0.1:0",
+            "--sip",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(data.path());
     let output = run_bounded(second);
     assert!(!output.status.success(), "the second server exits");

@@ -714,6 +714,7 @@ impl ServeProcess {
             .arg("--data")
             .arg(data)
             .args(["--admin", "127.0.0.1:0", "--clock", "manual"])
+            .args(["--sip", "127.0.0.1:0", "--rtp-ports", "0-0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::cli::ServeArgs;
+use crate::media::prompts::PromptCatalog;
 use crate::net::server::{ServeOptions, Server};
+use crate::net::sip::SipOptions;
 use crate::time::{Clock, ManualClock, SystemClock, Timestamp};
 
 fn clock(spec: &str) -> anyhow::Result<Arc<dyn Clock>> {
@@ -26,6 +28,22 @@ fn clock(spec: &str) -> anyhow::Result<Arc<dyn Clock>> {
     }
 }
 
+/// `FIRST-LAST` (or one port) to a port range.
+pub fn port_range(spec: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
+    let bad = || {
+        anyhow::anyhow!(
+            "'{spec}' is not a port range: use FIRST-LAST with FIRST <= LAST, e.g. 20000-20999"
+        )
+    };
+    let (first, last) = spec.split_once('-').unwrap_or((spec, spec));
+    let first: u16 = first.trim().parse().map_err(|_| bad())?;
+    let last: u16 = last.trim().parse().map_err(|_| bad())?;
+    if first > last {
+        return Err(bad());
+    }
+    Ok(first..=last)
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut options = ServeOptions::new(args.data.clone());
     options.admin = args.admin;
@@ -36,8 +54,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .map(str::parse)
         .transpose()
         .map_err(anyhow::Error::msg)?;
+    let prompts = match &args.prompts {
+        Some(dir) => PromptCatalog::load_dir(dir)
+            .with_context(|| format!("loading the prompts in {}", dir.display()))?,
+        None => PromptCatalog::embedded().context("loading the shipped prompts")?,
+    };
+    let mut sip = SipOptions::new(args.sip, Arc::new(prompts));
+    sip.rtp_ports = port_range(&args.rtp_ports)?;
+    sip.max_calls = args.max_calls;
+    sip.mute_prompts = args.mute_prompts;
+    options.sip = Some(sip);
     let server = Server::bind(options).await?;
     let addr = server.admin_addr();
+    if let Some(sip) = server.sip_addr() {
+        tracing::info!(%sip, "SIP bridge listening");
+        println!(
+            "dialin: SIP on {sip} (UDP and TCP), RTP ports {}",
+            args.rtp_ports
+        );
+    }
     let directory = server.service().directory().len();
     tracing::info!(%addr, directory, "dialin is serving");
     println!(

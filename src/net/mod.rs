@@ -1,6 +1,12 @@
 //! The tokio side: sockets, tasks and timers around the sans-IO cores.
-//! Today: the HTTP admin API and the server that owns a data folder.
+//!
+//! - [`http`]: the HTTP admin API
+//! - [`sip`]: SIP over UDP and TCP, the router to calls, stateless answers
+//! - [`rtp`]: a call's task (its SIP inbox, RTP socket and timers) and RTP ports
+//! - [`server`]: `dialin serve`: the data folder, the admin API and the SIP side
 
 pub mod caller;
 pub mod http;
+pub mod rtp;
 pub mod server;
+pub mod sip;

@@ -1,5 +1,7 @@
 //! `dialin serve`: owns a data folder, rebuilds the directory from its
-//! store, and serves the admin API until the shutdown future resolves.
+//! store, and serves the admin API (and, when configured, the SIP bridge)
+//! until the shutdown future resolves. At shutdown the bridge refuses new
+//! calls (503) and ends those in progress with a BYE before `run` returns.
 //! A ticker runs due migration jobs, checkpoints the WAL and retries
 //! queued emails.
 
@@ -17,6 +19,8 @@ use crate::admin::{Options, Service};
 use crate::datadir::{DataDir, FolderLock, ServerInfo};
 use crate::time::{Clock, SystemClock};
 
+use super::sip::{SipOptions, SipServer};
+
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub data: PathBuf,
@@ -25,6 +29,8 @@ pub struct ServeOptions {
     pub clock: Arc<dyn Clock>,
     /// How often due migrations and queued emails are looked at.
     pub tick: Duration,
+    /// The SIP bridge; `None` serves the admin API only.
+    pub sip: Option<SipOptions>,
 }
 
 impl ServeOptions {
@@ -35,6 +41,7 @@ impl ServeOptions {
             smtp: None,
             clock: Arc::new(SystemClock),
             tick: Duration::from_secs(1),
+            sip: None,
         }
     }
 }
@@ -46,6 +53,7 @@ pub struct Server {
     data: DataDir,
     token: String,
     tick: Duration,
+    sip: Option<SipServer>,
     _lock: FolderLock,
 }
 
@@ -81,16 +89,22 @@ impl Server {
         if !addr.ip().is_loopback() {
             tracing::warn!(%addr, "the admin API listens beyond loopback without TLS: put it behind a TLS proxy");
         }
+        let service = Arc::new(service);
+        let sip = match options.sip {
+            Some(sip) => Some(SipServer::bind(sip, service.clone()).await?),
+            None => None,
+        };
         data.write_server_info(&ServerInfo {
             admin_url: format!("http://{addr}"),
             pid: std::process::id(),
         })?;
         Ok(Server {
-            service: Arc::new(service),
+            service,
             listener,
             data,
             token,
             tick: options.tick,
+            sip,
             _lock: lock,
         })
     }
@@ -99,6 +113,16 @@ impl Server {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Where SIP listens (UDP and TCP), if the bridge runs.
+    pub fn sip_addr(&self) -> Option<SocketAddr> {
+        self.sip.as_ref().map(SipServer::local_addr)
+    }
+
+    /// Watches the bridge's calls, if the bridge runs.
+    pub fn bridge(&self) -> Option<super::rtp::BridgeMonitor> {
+        self.sip.as_ref().map(SipServer::monitor)
     }
 
     pub fn service(&self) -> &Arc<Service> {
@@ -120,12 +144,33 @@ impl Server {
             "admin-token".into(),
         );
         let ticker = tokio::spawn(run_ticker(self.service.clone(), self.tick));
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        // One trigger, two listeners: the SIP side drains its calls while
+        // the admin API finishes its requests.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let wait = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }
+        };
+        let sip = self.sip.map(|sip| tokio::spawn(sip.run(wait())));
+        let admin = axum::serve(self.listener, router).with_graceful_shutdown(wait());
+        let trigger = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
+        let (served, ()) = tokio::join!(admin.into_future(), trigger);
+        let sip_result = match sip {
+            Some(task) => match task.await {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("the SIP side panicked: {e}")),
+            },
+            None => Ok(()),
+        };
         ticker.abort();
         self.data.remove_server_info();
-        served.context("serving the admin API")
+        served.context("serving the admin API")?;
+        sip_result.context("serving SIP")
     }
 }
 

@@ -126,7 +126,8 @@ impl ServeProcess {
     /// `server.json` with its own pid.
     pub fn start(data: &Path, extra_args: &[&str]) -> Self {
         let mut child = dialin_command()
-            .args(["serve", "--admin", "127.0.0.1:0", "--data"])
+            .args(["serve", "--admin", "127.0.0.1:0"])
+            .args(["--sip", "127.0.0.1:0", "--rtp-ports", "0-0", "--data"])
             .arg(data)
             .args(extra_args)
             .stdin(Stdio::null())

@@ -1,0 +1,281 @@
+//! A call's task: owns the call's [`Call`] core and its RTP socket, and
+//! moves bytes and timers in and out of it. One `select!` over the call's
+//! inbox (SIP routed to it by Call-ID), its RTP socket and the core's next
+//! deadline; after every input the core's outputs are drained: SIP goes out
+//! through [`Outbound`], RTP from the call's socket, roster events to the
+//! shared [`Roster`].
+//!
+//! Also here: [`RtpPorts`], which binds each call's port from the configured
+//! range (the OS says which ports are free, so nothing is booked by hand).
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::call::{Call, CallEnd, CallEvent, MeetingKey};
+use crate::directory::Directory;
+use crate::sip::message::{Request, Response};
+
+use super::sip::Outbound;
+use crate::call::Source;
+
+/// What the SIP router sends a call's task.
+#[derive(Debug)]
+pub enum CallInput {
+    Request(Box<Request>, Source),
+    Response(Box<Response>),
+    /// The bridge is shutting down: end the call.
+    Shutdown,
+}
+
+/// Who is in which meeting's room (calls by their task number).
+#[derive(Debug, Default)]
+pub struct Roster {
+    // A std Mutex: held only to insert or remove, never across an await.
+    rooms: Mutex<HashMap<MeetingKey, HashSet<u64>>>,
+}
+
+impl Roster {
+    /// Adds the call; returns whether it is alone in the room.
+    pub fn join(&self, key: MeetingKey, call: u64) -> bool {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let room = rooms.entry(key).or_default();
+        room.insert(call);
+        room.len() == 1
+    }
+
+    pub fn leave(&self, key: MeetingKey, call: u64) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(room) = rooms.get_mut(&key) {
+            room.remove(&call);
+            if room.is_empty() {
+                rooms.remove(&key);
+            }
+        }
+    }
+
+    /// How many callers are in the room.
+    pub fn count(&self, key: &MeetingKey) -> usize {
+        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        rooms.get(key).map_or(0, HashSet::len)
+    }
+}
+
+/// Binds RTP sockets from a port range, on the SIP address's IP. Ports are
+/// taken even (RFC 3550 §11: RTCP would use the odd one above); a port of 0
+/// (the range `0-0`) lets the OS choose, which is what tests use.
+#[derive(Debug)]
+pub struct RtpPorts {
+    ip: IpAddr,
+    first: u16,
+    count: u32,
+    next: AtomicU32,
+}
+
+impl RtpPorts {
+    pub fn new(ip: IpAddr, range: RangeInclusive<u16>) -> RtpPorts {
+        let first = range.start() + (range.start() % 2);
+        let count = if *range.end() >= first {
+            (u32::from(*range.end()) - u32::from(first)) / 2 + 1
+        } else {
+            0
+        };
+        RtpPorts {
+            ip,
+            first,
+            count,
+            next: AtomicU32::new(0),
+        }
+    }
+
+    /// A socket on the next free port of the range, or an error when none is free.
+    pub async fn bind(&self) -> io::Result<UdpSocket> {
+        if self.first == 0 {
+            return UdpSocket::bind(SocketAddr::new(self.ip, 0)).await;
+        }
+        for _ in 0..self.count {
+            let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.count.max(1);
+            let port = u32::from(self.first) + slot * 2;
+            let Ok(port) = u16::try_from(port) else {
+                continue;
+            };
+            if let Ok(socket) = UdpSocket::bind(SocketAddr::new(self.ip, port)).await {
+                return Ok(socket);
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "no free RTP port in {}-{} on {}: widen --rtp-ports or lower --max-calls",
+                self.first,
+                u32::from(self.first) + self.count.saturating_sub(1) * 2,
+                self.ip
+            ),
+        ))
+    }
+}
+
+/// What every call task shares.
+pub struct CallShared {
+    pub out: Outbound,
+    pub directory: Arc<Directory>,
+    pub roster: Roster,
+    /// Calls that have not ended (the `--max-calls` count).
+    pub active: AtomicUsize,
+    /// Calls that joined a meeting, since start.
+    pub joined: AtomicU64,
+    /// Calls the bridge ended with its own BYE, since start.
+    pub bridge_hangups: AtomicU64,
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+async fn recv_rtp(socket: &Option<UdpSocket>, buf: &mut [u8]) -> io::Result<usize> {
+    match socket {
+        Some(s) => s.recv_from(buf).await.map(|(n, _)| n),
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs one call until it is finished. `number` names the call in the roster.
+pub async fn run_call(
+    mut call: Call,
+    socket: UdpSocket,
+    mut inbox: mpsc::Receiver<CallInput>,
+    shared: Arc<CallShared>,
+    number: u64,
+) {
+    let mut socket = Some(socket);
+    let mut buf = vec![0u8; 2048];
+    let mut inbox_open = true;
+    let mut counted = true;
+    let mut room: Option<MeetingKey> = None;
+    let mut shutting_down = false;
+    loop {
+        // Drain: SIP, RTP, then events (a Join is answered at once, which
+        // may produce more output: bounded by the core's own bounds).
+        for _ in 0..64 {
+            let mut progressed = false;
+            while let Some(x) = call.poll_transmit() {
+                shared.out.send(&x);
+                progressed = true;
+            }
+            while let Some(p) = call.poll_rtp() {
+                if let Some(s) = &socket
+                    && let Err(e) = s.try_send_to(&p.bytes, p.to)
+                {
+                    tracing::trace!(error = %e, to = %p.to, "RTP send failed");
+                }
+                progressed = true;
+            }
+            while let Some(event) = call.poll_event() {
+                progressed = true;
+                match event {
+                    CallEvent::Answered => {}
+                    CallEvent::Join { key, id } => {
+                        let alone = shared.roster.join(key, number);
+                        shared.joined.fetch_add(1, Ordering::Relaxed);
+                        room = Some(key);
+                        tracing::info!(%id, alone, "in the meeting");
+                        call.handle_joined(now(), alone, &*shared.directory);
+                    }
+                    CallEvent::Left { key } => {
+                        shared.roster.leave(key, number);
+                        room = None;
+                    }
+                    CallEvent::Ended { end, .. } => {
+                        tracing::info!(?end, "ended");
+                        if matches!(end, CallEnd::BridgeHungUp(_)) {
+                            shared.bridge_hangups.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if std::mem::take(&mut counted) {
+                            shared.active.fetch_sub(1, Ordering::AcqRel);
+                        }
+                        // The port is free again; signalling lingers to
+                        // absorb retransmissions.
+                        socket = None;
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        // At shutdown the call need not linger for retransmissions once
+        // its BYE was answered (or given up on).
+        if call.is_finished() || (shutting_down && call.is_ended()) {
+            break;
+        }
+        let deadline = call.poll_timeout();
+        if deadline.is_none() && !inbox_open {
+            break;
+        }
+        let sleep = tokio::time::sleep_until(deadline.map_or_else(
+            || Instant::now() + std::time::Duration::from_secs(3600),
+            Instant::from_std,
+        ));
+        tokio::select! {
+            message = inbox.recv(), if inbox_open => match message {
+                Some(CallInput::Request(request, source)) => {
+                    call.handle_sip(now(), &request, source, &*shared.directory);
+                }
+                Some(CallInput::Response(response)) => call.handle_response(now(), &response),
+                Some(CallInput::Shutdown) => {
+                    shutting_down = true;
+                    call.cancel(now(), &*shared.directory);
+                }
+                None => {
+                    inbox_open = false;
+                    shutting_down = true;
+                    call.cancel(now(), &*shared.directory);
+                }
+            },
+            received = recv_rtp(&socket, &mut buf) => match received {
+                Ok(n) => call.handle_rtp(now(), &buf[..n], &*shared.directory),
+                Err(e) => tracing::trace!(error = %e, "RTP receive failed"),
+            },
+            _ = sleep => call.handle_timeout(now(), &*shared.directory),
+        }
+    }
+    if let Some(key) = room {
+        shared.roster.leave(key, number);
+    }
+    if counted {
+        shared.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A view of the bridge's calls for tests, metrics and the CLI.
+#[derive(Clone)]
+pub struct BridgeMonitor(pub(crate) Arc<CallShared>);
+
+impl BridgeMonitor {
+    /// Calls that have not ended.
+    pub fn active_calls(&self) -> usize {
+        self.0.active.load(Ordering::Acquire)
+    }
+
+    /// Calls that joined a meeting since the bridge started.
+    pub fn joined_total(&self) -> u64 {
+        self.0.joined.load(Ordering::Relaxed)
+    }
+
+    /// Calls the bridge hung up on (BYE with a Reason) since it started.
+    pub fn bridge_hangups(&self) -> u64 {
+        self.0.bridge_hangups.load(Ordering::Relaxed)
+    }
+
+    /// Callers in a meeting's room now.
+    pub fn in_room(&self, key: &MeetingKey) -> usize {
+        self.0.roster.count(key)
+    }
+}

@@ -1,0 +1,565 @@
+//! The SIP side of `dialin serve`: one UDP socket and one TCP listener on
+//! the same address, a router that parses each datagram or framed TCP
+//! message and hands it to the call it belongs to (by Call-ID), and the
+//! answers that need no call: OPTIONS 200, 404 for a number that is not the
+//! tenant's, 405, 481, 400 and 503 (overload, shutdown).
+//!
+//! The decisions about a call are in [`crate::call`]; this module only
+//! moves bytes. Responses go back to where the request came from (the UDP
+//! source address, or the TCP connection it arrived on).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use rand::RngExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::admin::Service;
+use crate::admin::ids::PhoneNumber;
+use crate::attendant;
+use crate::call::{ALLOW, Call, CallConfig, SipTransmit, Source, options_response};
+use crate::media::prompts::PromptCatalog;
+use crate::sip::framing::{Limits, StreamFramer, check_datagram};
+use crate::sip::message::{self, Message, Method, Request, SipHeaders};
+use crate::sip::transaction::{TimerConfig, Transport};
+
+use super::rtp::{BridgeMonitor, CallInput, CallShared, Roster, RtpPorts, run_call};
+
+/// A call's inbox: SIP routed to it. Full means the call is far behind; a
+/// datagram is dropped then (the peer retransmits).
+const CALL_INBOX: usize = 64;
+/// Messages from TCP connections waiting for the router.
+const TCP_INBOX: usize = 1024;
+/// Retry-After (seconds) on 503s.
+const RETRY_AFTER: &str = "5";
+/// Binding UDP and TCP on one ephemeral port: tries before giving up.
+const BIND_TRIES: usize = 20;
+
+/// How the SIP side runs.
+#[derive(Debug, Clone)]
+pub struct SipOptions {
+    /// UDP and TCP listen here.
+    pub addr: SocketAddr,
+    /// RTP ports, one per call, on the same IP; `0..=0` lets the OS choose.
+    pub rtp_ports: RangeInclusive<u16>,
+    /// Calls at once; more get 503 with Retry-After.
+    pub max_calls: usize,
+    pub prompts: Arc<PromptCatalog>,
+    /// Time prompts but send no audio.
+    pub mute_prompts: bool,
+    pub timers: TimerConfig,
+    pub attendant: attendant::Config,
+    /// At shutdown, how long to wait for calls to end after their BYEs.
+    pub drain: Duration,
+}
+
+impl SipOptions {
+    pub fn new(addr: SocketAddr, prompts: Arc<PromptCatalog>) -> SipOptions {
+        SipOptions {
+            addr,
+            rtp_ports: 20000..=20999,
+            max_calls: 500,
+            prompts,
+            mute_prompts: false,
+            timers: TimerConfig::default(),
+            attendant: attendant::Config::default(),
+            drain: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The write queue of each open TCP connection, by peer address. A std
+/// Mutex: looked up and cloned out, never held across an await.
+type TcpWriters = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Arc<[u8]>>>>>;
+
+/// Sends SIP bytes to a UDP address or down a TCP connection.
+#[derive(Clone)]
+pub struct Outbound {
+    udp: Arc<UdpSocket>,
+    tcp: TcpWriters,
+}
+
+impl Outbound {
+    /// Sends without waiting: a full UDP buffer or TCP queue drops the
+    /// message, as the network could (UDP retransmits; TCP peers time out).
+    pub fn send(&self, x: &SipTransmit) {
+        match x.to.transport {
+            Transport::Unreliable => {
+                if let Err(e) = self.udp.try_send_to(&x.bytes, x.to.addr) {
+                    tracing::debug!(error = %e, to = %x.to.addr, "SIP send over UDP failed");
+                }
+            }
+            Transport::Reliable => {
+                let writer = {
+                    let map = self.tcp.lock().unwrap_or_else(|e| e.into_inner());
+                    map.get(&x.to.addr).cloned()
+                };
+                match writer {
+                    Some(w) => {
+                        if w.try_send(x.bytes.clone()).is_err() {
+                            tracing::debug!(to = %x.to.addr, "TCP connection queue full or closed");
+                        }
+                    }
+                    None => tracing::debug!(to = %x.to.addr, "no TCP connection to send on"),
+                }
+            }
+        }
+    }
+
+    fn reply(&self, to: Source, bytes: Vec<u8>) {
+        self.send(&SipTransmit {
+            to,
+            bytes: bytes.into(),
+        });
+    }
+}
+
+/// The bound SIP side, ready to run.
+pub struct SipServer {
+    shared: Arc<CallShared>,
+    udp: Arc<UdpSocket>,
+    tcp: TcpListener,
+    addr: SocketAddr,
+    options: SipOptions,
+    service: Arc<Service>,
+}
+
+impl SipServer {
+    /// Binds UDP and TCP on `options.addr` (with port 0: one free port for both).
+    pub async fn bind(options: SipOptions, service: Arc<Service>) -> anyhow::Result<SipServer> {
+        let mut last_error = None;
+        for _ in 0..BIND_TRIES {
+            let udp = UdpSocket::bind(options.addr)
+                .await
+                .with_context(|| format!("binding SIP over UDP to {}", options.addr))?;
+            let addr = udp.local_addr()?;
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => {
+                    let udp = Arc::new(udp);
+                    let shared = Arc::new(CallShared {
+                        out: Outbound {
+                            udp: udp.clone(),
+                            tcp: Arc::new(Mutex::new(HashMap::new())),
+                        },
+                        directory: service.directory().clone(),
+                        roster: Roster::default(),
+                        active: AtomicUsize::new(0),
+                        joined: AtomicU64::new(0),
+                        bridge_hangups: AtomicU64::new(0),
+                    });
+                    return Ok(SipServer {
+                        shared,
+                        udp,
+                        tcp,
+                        addr,
+                        options,
+                        service,
+                    });
+                }
+                Err(e) if options.addr.port() == 0 => last_error = Some(e),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("binding SIP over TCP to {addr}"));
+                }
+            }
+        }
+        Err(last_error.map_or_else(
+            || anyhow::anyhow!("no port free for both UDP and TCP"),
+            anyhow::Error::from,
+        ))
+        .with_context(|| format!("binding SIP to {}", options.addr))
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Watches the calls of this bridge (works while and after it runs).
+    pub fn monitor(&self) -> BridgeMonitor {
+        BridgeMonitor(self.shared.clone())
+    }
+
+    /// Serves until `shutdown` resolves; then answers new calls 503, ends
+    /// the calls in progress with BYE, and returns when they are done (or
+    /// after the drain time).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let out = self.shared.out.clone();
+        let mut router = Router {
+            shared: self.shared.clone(),
+            service: self.service.clone(),
+            ports: RtpPorts::new(self.addr.ip(), self.options.rtp_ports.clone()),
+            options: self.options.clone(),
+            addr: self.addr,
+            calls: HashMap::new(),
+            tasks: JoinSet::new(),
+            next_call: AtomicU64::new(1),
+            draining: false,
+        };
+        let (tcp_tx, mut tcp_rx) = mpsc::channel::<(Vec<u8>, Source)>(TCP_INBOX);
+        let mut connections = JoinSet::new();
+        let mut buf = vec![0u8; Limits::default().max_message + 1];
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut drain_until: Option<tokio::time::Instant> = None;
+        loop {
+            if router.draining && router.tasks.is_empty() {
+                break;
+            }
+            let drain_sleep = tokio::time::sleep_until(
+                drain_until
+                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
+            );
+            tokio::select! {
+                received = self.udp.recv_from(&mut buf) => match received {
+                    Ok((n, from)) => {
+                        let source = Source { transport: Transport::Unreliable, addr: from };
+                        if check_datagram(&buf[..n], Limits::default()).is_ok() {
+                            router.handle_bytes(&buf[..n], source).await;
+                        } else {
+                            tracing::debug!(%from, "datagram dropped: not a framed SIP message");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
+                },
+                accepted = self.tcp.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        connections.spawn(run_connection(stream, peer, tcp_tx.clone(), out.tcp.clone()));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "TCP accept failed"),
+                },
+                Some((bytes, source)) = tcp_rx.recv() => router.handle_bytes(&bytes, source).await,
+                Some(done) = router.tasks.join_next(), if !router.tasks.is_empty() => {
+                    if let Ok(call_id) = done {
+                        router.calls.remove(&call_id);
+                    }
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                () = &mut shutdown, if !router.draining => {
+                    tracing::info!(calls = router.calls.len(), "SIP: refusing new calls, ending calls in progress");
+                    router.draining = true;
+                    drain_until = Some(tokio::time::Instant::now() + router.options.drain);
+                    for handle in router.calls.values() {
+                        let _ = handle.try_send(CallInput::Shutdown);
+                    }
+                }
+                () = drain_sleep, if drain_until.is_some() => {
+                    tracing::warn!(calls = router.tasks.len(), "calls still running at the end of the drain time: stopped");
+                    router.tasks.abort_all();
+                    break;
+                }
+            }
+        }
+        connections.abort_all();
+        Ok(())
+    }
+}
+
+/// Reads one TCP connection: frames messages and hands them to the router;
+/// a writer task sends what calls and the router address to this peer.
+async fn run_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    to_router: mpsc::Sender<(Vec<u8>, Source)>,
+    writers: TcpWriters,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Arc<[u8]>>(CALL_INBOX);
+    writers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(peer, tx.clone());
+    let write_task = tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    let source = Source {
+        transport: Transport::Reliable,
+        addr: peer,
+    };
+    let mut framer = StreamFramer::new(Limits::default());
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut pongs = 0;
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        framer.push(&buf[..n]);
+        // RFC 5626 §3.5.1: a CRLFCRLF ping gets a CRLF pong.
+        while pongs < framer.keepalives() {
+            pongs += 1;
+            let _ = tx.try_send(Arc::from(&b"\r\n"[..]));
+        }
+        let mut broken = false;
+        while let Some(message) = framer.next_message() {
+            match message {
+                Ok(bytes) => {
+                    if to_router.send((bytes, source)).await.is_err() {
+                        broken = true;
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // RFC 3261 §18.3: no way to find the next message: close.
+                    tracing::warn!(error = %e, %peer, "TCP stream lost its framing: closing");
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        if broken {
+            break;
+        }
+    }
+    writers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&peer);
+    drop(tx);
+    let _ = write_task.await;
+}
+
+/// The routing table and what a new call needs.
+struct Router {
+    shared: Arc<CallShared>,
+    service: Arc<Service>,
+    ports: RtpPorts,
+    options: SipOptions,
+    addr: SocketAddr,
+    calls: HashMap<String, mpsc::Sender<CallInput>>,
+    tasks: JoinSet<String>,
+    next_call: AtomicU64,
+    draining: bool,
+}
+
+fn random_tag() -> String {
+    format!("{:016x}", rand::rng().random::<u64>())
+}
+
+/// Whether the Request-URI names one of `numbers`: the user part of a
+/// `sip:` URI with or without `+`, or a `tel:` number.
+pub fn dials_number(request: &Request, numbers: &[PhoneNumber]) -> bool {
+    let Some(user) = request.uri_user() else {
+        return false;
+    };
+    let user = user.split(';').next().unwrap_or_default();
+    match user.parse::<PhoneNumber>() {
+        Ok(n) => numbers.contains(&n),
+        Err(_) => false,
+    }
+}
+
+impl Router {
+    async fn handle_bytes(&mut self, bytes: &[u8], source: Source) {
+        let message = match message::parse(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, from = %source.addr, "unparseable SIP message");
+                if let Some(response) = e.error_response() {
+                    self.shared
+                        .out
+                        .reply(source, response.to_tag(&random_tag()).to_bytes());
+                }
+                return;
+            }
+        };
+        match message {
+            Message::Response(response) => {
+                let Some(call) = response.call_id().and_then(|id| self.calls.get(id)) else {
+                    tracing::debug!(status = response.status(), "response for no call: dropped");
+                    return;
+                };
+                let _ = call.try_send(CallInput::Response(Box::new(response)));
+            }
+            Message::Request(request) => {
+                let call_id = request.call_id().unwrap_or_default().to_string();
+                if let Some(call) = self.calls.get(&call_id) {
+                    match call.try_send(CallInput::Request(Box::new(request), source)) {
+                        Ok(()) => return,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            tracing::debug!(%call_id, "call inbox full: request dropped");
+                            return;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(CallInput::Request(r, _))) => {
+                            self.calls.remove(&call_id);
+                            self.handle_outside_call(*r, source).await;
+                            return;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    }
+                }
+                self.handle_outside_call(request, source).await;
+            }
+        }
+    }
+
+    /// A request no call has: a new INVITE, or a stateless answer.
+    async fn handle_outside_call(&mut self, request: Request, source: Source) {
+        let out = self.shared.out.clone();
+        let respond = |status: u16, reason: &str| {
+            out.reply(
+                source,
+                request
+                    .response(status, reason)
+                    .to_tag(&random_tag())
+                    .to_bytes(),
+            );
+        };
+        match request.method() {
+            Method::Ack => {} // RFC 3261 §17: never answered.
+            Method::Options => out.reply(
+                source,
+                options_response(&request).to_tag(&random_tag()).to_bytes(),
+            ),
+            Method::Invite if request.to_tag().is_none() => self.new_call(request, source).await,
+            Method::Invite | Method::Bye | Method::Cancel | Method::Info => {
+                respond(481, "Call/Transaction Does Not Exist")
+            }
+            Method::Register | Method::Other(_) => out.reply(
+                source,
+                request
+                    .response(405, "Method Not Allowed")
+                    .to_tag(&random_tag())
+                    .header("Allow", ALLOW)
+                    .to_bytes(),
+            ),
+        }
+    }
+
+    async fn new_call(&mut self, request: Request, source: Source) {
+        let out = self.shared.out.clone();
+        let unavailable = |why: &str| {
+            tracing::warn!(why, "INVITE refused with 503");
+            out.reply(
+                source,
+                request
+                    .response(503, "Service Unavailable")
+                    .to_tag(&random_tag())
+                    .header("Retry-After", RETRY_AFTER)
+                    .to_bytes(),
+            );
+        };
+        if self.draining {
+            return unavailable("shutting down");
+        }
+        if self.shared.active.load(Ordering::Acquire) >= self.options.max_calls {
+            return unavailable("--max-calls reached");
+        }
+        // A one-row read of the tenant, so a number added or removed by the
+        // admin counts from the next INVITE on.
+        let numbers: Vec<PhoneNumber> = match self.service.tenant() {
+            Ok(t) => t.dial_in_numbers.into_iter().map(|n| n.number).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "reading the tenant's numbers failed");
+                return unavailable("tenant unavailable");
+            }
+        };
+        if !dials_number(&request, &numbers) {
+            tracing::info!(
+                uri = request.uri(),
+                "INVITE to a number that is not the tenant's: 404"
+            );
+            out.reply(
+                source,
+                request
+                    .response(404, "Not Found")
+                    .to_tag(&random_tag())
+                    .to_bytes(),
+            );
+            return;
+        }
+        let socket = match self.ports.bind().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "no RTP port");
+                return unavailable("no RTP port");
+            }
+        };
+        let rtp_addr = match socket.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "RTP socket has no address");
+                return unavailable("no RTP port");
+            }
+        };
+        let call_id = request.call_id().unwrap_or_default().to_string();
+        let number = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let config = CallConfig {
+            timers: self.options.timers,
+            attendant: self.options.attendant,
+            sip_addr: self.addr,
+            rtp_addr,
+            mute_prompts: self.options.mute_prompts,
+            ring: Duration::ZERO,
+            seed: rand::rng().random(),
+        };
+        let span = tracing::info_span!("call", call_id = %call_id);
+        let call = span.in_scope(|| {
+            tracing::info!(from = %source.addr, uri = request.uri(), "INVITE");
+            Call::new(
+                tokio::time::Instant::now().into_std(),
+                &request,
+                source,
+                config,
+                self.options.prompts.clone(),
+            )
+        });
+        self.shared.active.fetch_add(1, Ordering::AcqRel);
+        let (tx, rx) = mpsc::channel(CALL_INBOX);
+        self.calls.insert(call_id.clone(), tx);
+        let shared = self.shared.clone();
+        self.tasks.spawn(
+            async move {
+                run_call(call, socket, rx, shared, number).await;
+                call_id
+            }
+            .instrument(span),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invite_to(uri: &str) -> Request {
+        let bytes = crate::sip::message::RequestBuilder::new(Method::Invite, uri)
+            .via("UDP", "127.0.0.1:5062", "b")
+            .from("sip:c@127.0.0.1", "t")
+            .to(uri, None)
+            .call_id("c")
+            .to_bytes();
+        match message::parse(&bytes).unwrap() {
+            Message::Request(r) => r,
+            Message::Response(_) => unreachable!("built a request"),
+        }
+    }
+
+    #[test]
+    fn the_dialled_number_matches_with_or_without_plus_and_as_tel() {
+        let numbers = vec!["+14255550100".parse::<PhoneNumber>().unwrap()];
+        for uri in [
+            "sip:+14255550100@bridge",
+            "sip:14255550100@bridge:5060",
+            "sip:+14255550100;isub=1@bridge",
+            "tel:+14255550100",
+            "tel:+1-425-555-0100;phone-context=x",
+        ] {
+            assert!(dials_number(&invite_to(uri), &numbers), "{uri}");
+        }
+        for uri in ["sip:14255550101@bridge", "sip:bridge", "sip:alice@bridge"] {
+            assert!(!dials_number(&invite_to(uri), &numbers), "{uri}");
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! The SIP bridge end to end: real SIPp (Debian `sip-tester`) calls an
+//! in-process `dialin serve` on loopback, and raw UDP checks the answers
+//! that need no call (404, 488, 481, 405, garbage, OPTIONS) and shutdown.
+//!
+//! The SIPp scenarios are in `tests/sipp/`. SIPp runs with `-m 1 -timeout
+//! 30s -timeout_error` on ports the test picked, in `spawn_blocking`, so the
+//! bridge keeps running on the test's runtime.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialin::admin::Service;
+use dialin::admin::service::EnableRequest;
+use dialin::media::prompts::PromptCatalog;
+use dialin::net::rtp::BridgeMonitor;
+use dialin::net::server::{ServeOptions, Server};
+use dialin::net::sip::SipOptions;
+use dialin::sip::message::{self, Message, Method, RequestBuilder, SipHeaders};
+use tempfile::TempDir;
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The default tenant's toll number, without the `+` (SIPp's `-s`).
+const SERVICE: &str = "14255550100";
+/// How long one SIPp run or one expected datagram may take.
+const DEADLINE: Duration = Duration::from_secs(40);
+
+struct Bridge {
+    sip: SocketAddr,
+    service: Arc<Service>,
+    monitor: BridgeMonitor,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _data: TempDir,
+}
+
+impl Bridge {
+    async fn start() -> Bridge {
+        let data = tempfile::tempdir().expect("a temporary data folder");
+        let mut options = ServeOptions::new(data.path().to_path_buf());
+        options.admin = SocketAddr::from(([127, 0, 0, 1], 0));
+        let prompts = PromptCatalog::embedded().expect("the shipped prompts load");
+        let mut sip = SipOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), Arc::new(prompts));
+        sip.rtp_ports = 0..=0;
+        options.sip = Some(sip);
+        let server = Server::bind(options).await.expect("the bridge binds");
+        let sip = server.sip_addr().expect("SIP was configured");
+        let monitor = server.bridge().expect("SIP was configured");
+        let service = server.service().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Bridge {
+            sip,
+            service,
+            monitor,
+            stop: Some(stop),
+            task: Some(task),
+            _data: data,
+        }
+    }
+
+    /// Enables a user (a hand-set ID when given) and returns their conference ID.
+    async fn enable(&self, email: &str, id: Option<&str>) -> String {
+        let service = self.service.clone();
+        let request = EnableRequest {
+            email: Some(email.parse().expect("a valid email")),
+            display_name: Some("Test User".into()),
+            conference_id: id.map(|id| id.parse().expect("a valid ID")),
+            no_email: true,
+            ..EnableRequest::default()
+        };
+        tokio::task::spawn_blocking(move || service.enable_user("test", &request))
+            .await
+            .expect("enable ran")
+            .expect("the user is enabled")
+            .user
+            .conference_id
+            .expect("an enabled Microsoft user has an ID")
+            .to_string()
+    }
+
+    /// Stops the bridge and waits for it (bounded).
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(DEADLINE, task)
+                .await
+                .expect("the bridge stops in time")
+                .expect("the bridge task did not panic")
+                .expect("the bridge stopped cleanly");
+        }
+    }
+}
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
+}
+
+/// A UDP port free right now (SIPp binds it a moment later).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("an ephemeral port")
+        .port()
+}
+
+/// Runs SIPp with `scenario` against the bridge; panics with its output if it fails.
+async fn sipp(bridge: &Bridge, scenario_name: &str, extra: &[String]) {
+    let dir = tempfile::tempdir().expect("a folder for SIPp's logs");
+    let mut command = Command::new("sipp");
+    command
+        .current_dir(dir.path())
+        .arg("-sf")
+        .arg(scenario(scenario_name))
+        .args([
+            "-s",
+            SERVICE,
+            "-m",
+            "1",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+        ])
+        .args(["-i", "127.0.0.1", "-nostdin", "-trace_err"])
+        .args(["-p", &free_udp_port().to_string()])
+        .args(["-mp", &free_udp_port().to_string()])
+        .args(extra)
+        .arg(bridge.sip.to_string());
+    let output = tokio::time::timeout(
+        DEADLINE,
+        tokio::task::spawn_blocking(move || command.output()),
+    )
+    .await
+    .expect("SIPp finished in time")
+    .expect("SIPp ran")
+    .expect("sipp is installed (Debian package sip-tester)");
+    if !output.status.success() {
+        let mut errors = String::new();
+        for entry in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            errors.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+        panic!(
+            "SIPp {scenario_name} failed ({}):\n{}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            errors
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_info_digits_of_a_valid_id_join_and_the_call_stays_up() {
+    let bridge = Bridge::start().await;
+    let id = bridge.enable("alice@contoso.com", None).await;
+    let mut extra = Vec::new();
+    for (i, digit) in id.chars().enumerate() {
+        extra.extend(["-set".to_string(), format!("d{}", i + 1), digit.to_string()]);
+    }
+    sipp(&bridge, "info_valid_id.xml", &extra).await;
+    assert_eq!(bridge.monitor.joined_total(), 1, "the caller joined");
+    assert_eq!(
+        bridge.monitor.bridge_hangups(),
+        0,
+        "the caller hung up, not the bridge"
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_three_invalid_ids_get_the_bridges_bye_with_a_reason() {
+    let bridge = Bridge::start().await;
+    bridge.enable("alice@contoso.com", Some("7654321")).await;
+    sipp(&bridge, "info_invalid_three.xml", &[]).await;
+    assert_eq!(bridge.monitor.joined_total(), 0);
+    assert_eq!(bridge.monitor.bridge_hangups(), 1);
+    bridge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_rfc4733_digits_from_pcaps_join_and_the_call_stays_up() {
+    let bridge = Bridge::start().await;
+    // The scenario plays SIPp's pcaps for 7, 6, 5, 4, 3, 2, 1 and #.
+    bridge.enable("alice@contoso.com", Some("7654321")).await;
+    sipp(&bridge, "rfc4733_valid_id.xml", &[]).await;
+    assert_eq!(bridge.monitor.joined_total(), 1, "the caller joined");
+    assert_eq!(bridge.monitor.bridge_hangups(), 0);
+    bridge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_options_gets_200_with_allow() {
+    let bridge = Bridge::start().await;
+    sipp(&bridge, "options.xml", &[]).await;
+    bridge.stop().await;
+}
+
+// ------------------------------------------------------------------ raw UDP
+
+struct Peer {
+    socket: UdpSocket,
+    to: SocketAddr,
+}
+
+impl Peer {
+    async fn new(bridge: &Bridge) -> Peer {
+        Peer {
+            socket: UdpSocket::bind("127.0.0.1:0").await.expect("a UDP socket"),
+            to: bridge.sip,
+        }
+    }
+
+    fn addr(&self) -> String {
+        self.socket.local_addr().expect("bound").to_string()
+    }
+
+    fn request(&self, method: Method, uri: &str, call_id: &str, branch: &str) -> RequestBuilder {
+        RequestBuilder::new(method, uri)
+            .via("UDP", &self.addr(), branch)
+            .from(&format!("sip:caller@{}", self.addr()), "caller-tag")
+            .to(uri, None)
+            .call_id(call_id)
+            .header("Contact", &format!("<sip:caller@{}>", self.addr()))
+    }
+
+    async fn send(&self, bytes: &[u8]) {
+        self.socket.send_to(bytes, self.to).await.expect("sent");
+    }
+
+    /// The next message from the bridge that is not a 1xx response.
+    async fn next_final(&self) -> Message {
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..20 {
+            let (n, _) = tokio::time::timeout(DEADLINE, self.socket.recv_from(&mut buf))
+                .await
+                .expect("the bridge answered in time")
+                .expect("received");
+            let message = message::parse(&buf[..n]).expect("the bridge sends valid SIP");
+            match &message {
+                Message::Response(r) if r.status() < 200 => continue,
+                _ => return message,
+            }
+        }
+        panic!("only provisional responses arrived");
+    }
+
+    async fn final_status(&self) -> (u16, message::Response) {
+        match self.next_final().await {
+            Message::Response(r) => (r.status(), r),
+            Message::Request(r) => panic!("expected a response, got {}", r.method()),
+        }
+    }
+}
+
+fn sdp(formats: &str, rtpmaps: &str) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP {formats}\r\n{rtpmaps}"
+    )
+}
+
+fn pcmu_sdp() -> String {
+    sdp(
+        "0 101",
+        "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+    )
+}
+
+#[tokio::test]
+async fn invite_to_a_number_that_is_not_the_tenants_gets_404() {
+    let bridge = Bridge::start().await;
+    let peer = Peer::new(&bridge).await;
+    let uri = format!("sip:+19995550000@{}", bridge.sip);
+    let invite = peer
+        .request(Method::Invite, &uri, "c404", "b404")
+        .body("application/sdp", pcmu_sdp().as_bytes())
+        .to_bytes();
+    peer.send(&invite).await;
+    let (status, response) = peer.final_status().await;
+    assert_eq!(status, 404);
+    assert!(
+        response.to_tag().is_some(),
+        "a final response carries a To tag"
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn invite_with_only_g729_gets_488() {
+    let bridge = Bridge::start().await;
+    let peer = Peer::new(&bridge).await;
+    let uri = format!("sip:+{SERVICE}@{}", bridge.sip);
+    let body = sdp("18", "a=rtpmap:18 G729/8000\r\n");
+    let invite = peer
+        .request(Method::Invite, &uri, "c488", "b488")
+        .body("application/sdp", body.as_bytes())
+        .to_bytes();
+    peer.send(&invite).await;
+    let (status, _) = peer.final_status().await;
+    assert_eq!(status, 488);
+    assert_eq!(bridge.monitor.joined_total(), 0);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn bye_in_an_unknown_dialog_gets_481() {
+    let bridge = Bridge::start().await;
+    let peer = Peer::new(&bridge).await;
+    let uri = format!("sip:{SERVICE}@{}", bridge.sip);
+    let bye = RequestBuilder::new(Method::Bye, &uri)
+        .via("UDP", &peer.addr(), "b481")
+        .from("sip:caller@example.com", "caller-tag")
+        .to(&uri, Some("no-such-tag"))
+        .call_id("no-such-call")
+        .cseq(2)
+        .to_bytes();
+    peer.send(&bye).await;
+    let (status, _) = peer.final_status().await;
+    assert_eq!(status, 481);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn an_unsupported_method_gets_405_with_allow() {
+    let bridge = Bridge::start().await;
+    let peer = Peer::new(&bridge).await;
+    let uri = format!("sip:{SERVICE}@{}", bridge.sip);
+    let subscribe = peer
+        .request(Method::Other("SUBSCRIBE".into()), &uri, "c405", "b405")
+        .header("Event", "presence")
+        .to_bytes();
+    peer.send(&subscribe).await;
+    let (status, response) = peer.final_status().await;
+    assert_eq!(status, 405);
+    let allow = response.header("Allow").expect("405 carries Allow");
+    assert!(
+        allow.contains("INVITE") && allow.contains("INFO"),
+        "{allow}"
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_datagrams_do_not_stop_the_server() {
+    let bridge = Bridge::start().await;
+    let peer = Peer::new(&bridge).await;
+    for garbage in [
+        &b"\x00\x01\x02garbage"[..],
+        b"INVITE\r\n\r\n",
+        b"SIP/2.0 200\r\n",
+        b"\r\n\r\n",
+        &[0xff; 3000],
+        b"OPTIONS sip:x SIP/2.0\r\nVia: nonsense\r\nContent-Length: 99999\r\n\r\n",
+    ] {
+        peer.send(garbage).await;
+    }
+    let uri = format!("sip:{SERVICE}@{}", bridge.sip);
+    let options = peer
+        .request(Method::Options, &uri, "copt", "bopt")
+        .to_bytes();
+    peer.send(&options).await;
+    // Some garbage may be answered 400; the OPTIONS must get its 200.
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        let (status, response) = peer.final_status().await;
+        got.push(status);
+        if response.call_id() == Some("copt") {
+            assert_eq!(status, 200);
+            assert!(response.header("Allow").is_some());
+            bridge.stop().await;
+            return;
+        }
+    }
+    panic!("no answer to the OPTIONS after the garbage: {got:?}");
+}
+
+#[tokio::test]
+async fn shutdown_ends_a_call_in_progress_with_bye_and_a_reason() {
+    let bridge = Bridge::start().await;
+    let peer = Peer::new(&bridge).await;
+    let uri = format!("sip:{SERVICE}@{}", bridge.sip);
+    let invite = peer
+        .request(Method::Invite, &uri, "cshut", "bshut")
+        .body("application/sdp", pcmu_sdp().as_bytes())
+        .to_bytes();
+    peer.send(&invite).await;
+    let (status, ok) = peer.final_status().await;
+    assert_eq!(status, 200);
+    let to_tag = ok.to_tag().expect("the 200 has a To tag");
+    let ack = RequestBuilder::new(Method::Ack, &uri)
+        .via("UDP", &peer.addr(), "back")
+        .from(&format!("sip:caller@{}", peer.addr()), "caller-tag")
+        .to(&uri, Some(&to_tag))
+        .call_id("cshut")
+        .to_bytes();
+    peer.send(&ack).await;
+    assert_eq!(bridge.monitor.active_calls(), 1);
+
+    let Bridge {
+        stop, task, _data, ..
+    } = bridge;
+    let _ = stop.expect("not stopped yet").send(());
+    let bye = match peer.next_final().await {
+        Message::Request(r) => r,
+        Message::Response(r) => panic!("expected the bridge's BYE, got {}", r.status()),
+    };
+    assert_eq!(bye.method(), &Method::Bye);
+    let reason = bye.header("Reason").expect("the BYE says why");
+    assert!(reason.contains("cause=503"), "{reason}");
+    peer.send(&bye.response(200, "OK").to_bytes()).await;
+    tokio::time::timeout(DEADLINE, task.expect("running"))
+        .await
+        .expect("the bridge stops after its BYE is answered")
+        .expect("no panic")
+        .expect("a clean stop");
+}
