@@ -6,99 +6,18 @@
 //! 30s -timeout_error` on ports the test picked, in `spawn_blocking`, so the
 //! bridge keeps running on the test's runtime.
 
+mod common;
+
+use common::bridge::{Bridge, DEADLINE};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::time::Duration;
 
-use dialin::admin::Service;
-use dialin::admin::service::EnableRequest;
-use dialin::media::prompts::PromptCatalog;
-use dialin::net::rtp::BridgeMonitor;
-use dialin::net::server::{ServeOptions, Server};
-use dialin::net::sip::SipOptions;
 use dialin::sip::message::{self, Message, Method, RequestBuilder, SipHeaders};
-use tempfile::TempDir;
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// The default tenant's toll number, without the `+` (SIPp's `-s`).
 const SERVICE: &str = "14255550100";
-/// How long one SIPp run or one expected datagram may take.
-const DEADLINE: Duration = Duration::from_secs(40);
-
-struct Bridge {
-    sip: SocketAddr,
-    service: Arc<Service>,
-    monitor: BridgeMonitor,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-    _data: TempDir,
-}
-
-impl Bridge {
-    async fn start() -> Bridge {
-        let data = tempfile::tempdir().expect("a temporary data folder");
-        let mut options = ServeOptions::new(data.path().to_path_buf());
-        options.admin = SocketAddr::from(([127, 0, 0, 1], 0));
-        let prompts = PromptCatalog::embedded().expect("the shipped prompts load");
-        let mut sip = SipOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), Arc::new(prompts));
-        sip.rtp_ports = 0..=0;
-        options.sip = Some(sip);
-        let server = Server::bind(options).await.expect("the bridge binds");
-        let sip = server.sip_addr().expect("SIP was configured");
-        let monitor = server.bridge().expect("SIP was configured");
-        let service = server.service().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async {
-            let _ = stopped.await;
-        }));
-        Bridge {
-            sip,
-            service,
-            monitor,
-            stop: Some(stop),
-            task: Some(task),
-            _data: data,
-        }
-    }
-
-    /// Enables a user (a hand-set ID when given) and returns their conference ID.
-    async fn enable(&self, email: &str, id: Option<&str>) -> String {
-        let service = self.service.clone();
-        let request = EnableRequest {
-            email: Some(email.parse().expect("a valid email")),
-            display_name: Some("Test User".into()),
-            conference_id: id.map(|id| id.parse().expect("a valid ID")),
-            no_email: true,
-            ..EnableRequest::default()
-        };
-        tokio::task::spawn_blocking(move || service.enable_user("test", &request))
-            .await
-            .expect("enable ran")
-            .expect("the user is enabled")
-            .user
-            .conference_id
-            .expect("an enabled Microsoft user has an ID")
-            .to_string()
-    }
-
-    /// Stops the bridge and waits for it (bounded).
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(DEADLINE, task)
-                .await
-                .expect("the bridge stops in time")
-                .expect("the bridge task did not panic")
-                .expect("the bridge stopped cleanly");
-        }
-    }
-}
 
 fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -393,7 +312,7 @@ async fn garbage_datagrams_do_not_stop_the_server() {
 
 #[tokio::test]
 async fn shutdown_ends_a_call_in_progress_with_bye_and_a_reason() {
-    let bridge = Bridge::start().await;
+    let mut bridge = Bridge::start().await;
     let peer = Peer::new(&bridge).await;
     let uri = format!("sip:{SERVICE}@{}", bridge.sip);
     let invite = peer
@@ -413,10 +332,7 @@ async fn shutdown_ends_a_call_in_progress_with_bye_and_a_reason() {
     peer.send(&ack).await;
     assert_eq!(bridge.monitor.active_calls(), 1);
 
-    let Bridge {
-        stop, task, _data, ..
-    } = bridge;
-    let _ = stop.expect("not stopped yet").send(());
+    bridge.begin_stop();
     let bye = match peer.next_final().await {
         Message::Request(r) => r,
         Message::Response(r) => panic!("expected the bridge's BYE, got {}", r.status()),
@@ -425,9 +341,6 @@ async fn shutdown_ends_a_call_in_progress_with_bye_and_a_reason() {
     let reason = bye.header("Reason").expect("the BYE says why");
     assert!(reason.contains("cause=503"), "{reason}");
     peer.send(&bye.response(200, "OK").to_bytes()).await;
-    tokio::time::timeout(DEADLINE, task.expect("running"))
-        .await
-        .expect("the bridge stops after its BYE is answered")
-        .expect("no panic")
-        .expect("a clean stop");
+    // Stops within the deadline once its BYE is answered.
+    bridge.stop().await;
 }

@@ -131,6 +131,8 @@ pub struct CallShared {
     pub active: AtomicUsize,
     /// Calls that joined a meeting, since start.
     pub joined: AtomicU64,
+    /// Woken at every join, for whoever waits on the monitor.
+    pub join_signal: tokio::sync::Notify,
     /// Calls the bridge ended with its own BYE, since start.
     pub bridge_hangups: AtomicU64,
 }
@@ -184,6 +186,7 @@ pub async fn run_call(
                     CallEvent::Join { key, id } => {
                         let alone = shared.roster.join(key, number);
                         shared.joined.fetch_add(1, Ordering::Relaxed);
+                        shared.join_signal.notify_waiters();
                         room = Some(key);
                         tracing::info!(%id, alone, "in the meeting");
                         call.handle_joined(now(), alone, &*shared.directory);
@@ -267,6 +270,18 @@ impl BridgeMonitor {
     /// Calls that joined a meeting since the bridge started.
     pub fn joined_total(&self) -> u64 {
         self.0.joined.load(Ordering::Relaxed)
+    }
+
+    /// Waits until at least `n` calls have joined since the bridge started.
+    pub async fn joined_at_least(&self, n: u64) {
+        loop {
+            // Created before the check: notify_waiters reaches it from here on.
+            let signal = self.0.join_signal.notified();
+            if self.joined_total() >= n {
+                return;
+            }
+            signal.await;
+        }
     }
 
     /// Calls the bridge hung up on (BYE with a Reason) since it started.

@@ -155,6 +155,7 @@ impl SipServer {
                         roster: Roster::default(),
                         active: AtomicUsize::new(0),
                         joined: AtomicU64::new(0),
+                        join_signal: tokio::sync::Notify::new(),
                         bridge_hangups: AtomicU64::new(0),
                     });
                     return Ok(SipServer {

@@ -9,6 +9,8 @@
 // Each test crate that includes this module uses its own part of it.
 #![allow(dead_code)]
 
+pub mod bridge;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};

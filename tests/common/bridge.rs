@@ -1,0 +1,97 @@
+//! An in-process bridge (`dialin serve` with SIP) on loopback, with
+//! ephemeral SIP and RTP ports and its own data folder.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialin::admin::Service;
+use dialin::admin::service::EnableRequest;
+use dialin::media::prompts::PromptCatalog;
+use dialin::net::rtp::BridgeMonitor;
+use dialin::net::server::{ServeOptions, Server};
+use dialin::net::sip::SipOptions;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long one call, SIPp run or expected datagram may take.
+pub const DEADLINE: Duration = Duration::from_secs(40);
+
+pub struct Bridge {
+    pub sip: SocketAddr,
+    pub service: Arc<Service>,
+    pub monitor: BridgeMonitor,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _data: TempDir,
+}
+
+impl Bridge {
+    pub async fn start() -> Bridge {
+        let data = tempfile::tempdir().expect("a temporary data folder");
+        let mut options = ServeOptions::new(data.path().to_path_buf());
+        options.admin = SocketAddr::from(([127, 0, 0, 1], 0));
+        let prompts = PromptCatalog::embedded().expect("the shipped prompts load");
+        let mut sip = SipOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), Arc::new(prompts));
+        sip.rtp_ports = 0..=0;
+        options.sip = Some(sip);
+        let server = Server::bind(options).await.expect("the bridge binds");
+        let sip = server.sip_addr().expect("SIP was configured");
+        let monitor = server.bridge().expect("SIP was configured");
+        let service = server.service().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Bridge {
+            sip,
+            service,
+            monitor,
+            stop: Some(stop),
+            task: Some(task),
+            _data: data,
+        }
+    }
+
+    /// Enables a user (a hand-set ID when given) and returns their conference ID.
+    pub async fn enable(&self, email: &str, id: Option<&str>) -> String {
+        let service = self.service.clone();
+        let request = EnableRequest {
+            email: Some(email.parse().expect("a valid email")),
+            display_name: Some("Test User".into()),
+            conference_id: id.map(|id| id.parse().expect("a valid ID")),
+            no_email: true,
+            ..EnableRequest::default()
+        };
+        tokio::task::spawn_blocking(move || service.enable_user("test", &request))
+            .await
+            .expect("enable ran")
+            .expect("the user is enabled")
+            .user
+            .conference_id
+            .expect("an enabled Microsoft user has an ID")
+            .to_string()
+    }
+
+    /// Asks the bridge to stop (it sends BYE to its calls), without waiting.
+    pub fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Stops the bridge and waits for it (bounded).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(DEADLINE, task)
+                .await
+                .expect("the bridge stops in time")
+                .expect("the bridge task did not panic")
+                .expect("the bridge stopped cleanly");
+        }
+    }
+}
