@@ -239,6 +239,26 @@ async fn invite_with_only_g729_gets_488() {
 }
 
 #[tokio::test]
+async fn an_invite_past_max_calls_gets_503_with_retry_after() {
+    let bridge = Bridge::start_with(|sip| sip.max_calls = 0).await;
+    let peer = Peer::new(&bridge).await;
+    let uri = format!("sip:+{SERVICE}@{}", bridge.sip);
+    let invite = peer
+        .request(Method::Invite, &uri, "c503", "b503")
+        .body("application/sdp", pcmu_sdp().as_bytes())
+        .to_bytes();
+    peer.send(&invite).await;
+    let (status, response) = peer.final_status().await;
+    assert_eq!(status, 503);
+    let retry = response
+        .header("Retry-After")
+        .expect("503 says when to retry");
+    assert!(retry.trim().parse::<u32>().is_ok(), "{retry}");
+    assert_eq!(bridge.monitor.active_calls(), 0);
+    bridge.stop().await;
+}
+
+#[tokio::test]
 async fn bye_in_an_unknown_dialog_gets_481() {
     let bridge = Bridge::start().await;
     let peer = Peer::new(&bridge).await;

@@ -29,12 +29,18 @@ pub struct Bridge {
 
 impl Bridge {
     pub async fn start() -> Bridge {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a bridge whose SIP options `configure` adjusts first.
+    pub async fn start_with(configure: impl FnOnce(&mut SipOptions)) -> Bridge {
         let data = tempfile::tempdir().expect("a temporary data folder");
         let mut options = ServeOptions::new(data.path().to_path_buf());
         options.admin = SocketAddr::from(([127, 0, 0, 1], 0));
         let prompts = PromptCatalog::embedded().expect("the shipped prompts load");
         let mut sip = SipOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), Arc::new(prompts));
         sip.rtp_ports = 0..=0;
+        configure(&mut sip);
         options.sip = Some(sip);
         let server = Server::bind(options).await.expect("the bridge binds");
         let sip = server.sip_addr().expect("SIP was configured");
