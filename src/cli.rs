@@ -79,6 +79,9 @@ pub struct ServeArgs {
     /// RTP ports, one per call, on the SIP address's IP (FIRST-LAST).
     #[arg(long, default_value = "20000-20999")]
     pub rtp_ports: String,
+    /// Ring (send 180 Ringing) this long before answering, e.g. 2s; 0 answers at once.
+    #[arg(long, default_value = "0s")]
+    pub ring: String,
     /// Calls at once; more are refused with 503 and Retry-After.
     #[arg(long, default_value_t = 500)]
     pub max_calls: usize,

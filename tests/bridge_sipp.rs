@@ -12,6 +12,7 @@ use common::bridge::{Bridge, DEADLINE};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use dialin::sip::message::{self, Message, Method, RequestBuilder, SipHeaders};
 use tokio::net::UdpSocket;
@@ -181,6 +182,19 @@ impl Peer {
         panic!("only provisional responses arrived");
     }
 
+    /// The next response from the bridge, provisional ones included.
+    async fn next_response(&self) -> message::Response {
+        let mut buf = vec![0u8; 65536];
+        let (n, _) = tokio::time::timeout(DEADLINE, self.socket.recv_from(&mut buf))
+            .await
+            .expect("the bridge answered in time")
+            .expect("received");
+        match message::parse(&buf[..n]).expect("the bridge sends valid SIP") {
+            Message::Response(r) => r,
+            Message::Request(r) => panic!("expected a response, got {}", r.method()),
+        }
+    }
+
     async fn final_status(&self) -> (u16, message::Response) {
         match self.next_final().await {
             Message::Response(r) => (r.status(), r),
@@ -255,6 +269,38 @@ async fn an_invite_past_max_calls_gets_503_with_retry_after() {
         .expect("503 says when to retry");
     assert!(retry.trim().parse::<u32>().is_ok(), "{retry}");
     assert_eq!(bridge.monitor.active_calls(), 0);
+    bridge.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_while_ringing_gets_200_and_the_invite_487() {
+    let bridge = Bridge::start_with(|sip| sip.ring = Duration::from_secs(30)).await;
+    let peer = Peer::new(&bridge).await;
+    let uri = format!("sip:+{SERVICE}@{}", bridge.sip);
+    let invite = peer
+        .request(Method::Invite, &uri, "ccancel", "bcancel")
+        .body("application/sdp", pcmu_sdp().as_bytes())
+        .to_bytes();
+    peer.send(&invite).await;
+    assert_eq!(peer.next_response().await.status(), 100);
+    assert_eq!(peer.next_response().await.status(), 180, "ringing");
+
+    // RFC 3261 §9.1: the CANCEL carries the INVITE's branch and CSeq number.
+    let cancel = peer
+        .request(Method::Cancel, &uri, "ccancel", "bcancel")
+        .to_bytes();
+    peer.send(&cancel).await;
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let r = peer.next_response().await;
+        answers.push((r.cseq().expect("a CSeq").method.to_string(), r.status()));
+    }
+    answers.sort();
+    assert_eq!(
+        answers,
+        vec![("CANCEL".to_string(), 200), ("INVITE".to_string(), 487)]
+    );
+    assert_eq!(bridge.monitor.joined_total(), 0);
     bridge.stop().await;
 }
 

@@ -61,6 +61,8 @@ pub struct SipOptions {
     pub attendant: attendant::Config,
     /// At shutdown, how long to wait for calls to end after their BYEs.
     pub drain: Duration,
+    /// Ring (180 Ringing) this long before answering; zero answers at once.
+    pub ring: Duration,
 }
 
 impl SipOptions {
@@ -74,6 +76,7 @@ impl SipOptions {
             timers: TimerConfig::default(),
             attendant: attendant::Config::default(),
             drain: Duration::from_secs(5),
+            ring: Duration::ZERO,
         }
     }
 }
@@ -502,7 +505,7 @@ impl Router {
             sip_addr: self.addr,
             rtp_addr,
             mute_prompts: self.options.mute_prompts,
-            ring: Duration::ZERO,
+            ring: self.options.ring,
             seed: rand::rng().random(),
         };
         let span = tracing::info_span!("call", call_id = %call_id);
