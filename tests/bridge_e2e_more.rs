@@ -147,6 +147,50 @@ async fn over_tcp_three_wrong_ids_end_with_a_bye_and_reason_on_the_connection() 
     bridge.stop().await;
 }
 
+// --- hanging up before the answer ---
+
+/// Waits until the bridge has no call left, at most `within`.
+async fn no_call_left(bridge: &Bridge, within: Duration) {
+    let ended = async {
+        // Bounded by the timeout around it; the monitor has no wait for this.
+        while bridge.monitor.active_calls() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(within, ended)
+        .await
+        .expect("the bridge's call ends soon, not at its ACK timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hang_up_before_any_response_acks_and_ends_the_late_answer() {
+    let bridge = Bridge::start().await;
+    bridge.enable("alice@contoso.com", None).await;
+    let mut config = config(&bridge, "", DtmfMethod::Info);
+    config.hang_up = HangUp::WaitForBye;
+    // A shutdown that has already happened: the driver hangs up right
+    // after sending the INVITE, before any response, so no CANCEL may go
+    // yet (§9.1); the bridge's 100 may bring one, which crosses its 200;
+    // either way the 200 gets its ACK and a BYE.
+    let placed = place_call(config, std::future::ready(()));
+    let report = tokio::time::timeout(DEADLINE, placed)
+        .await
+        .expect("the call ends within the deadline")
+        .expect("the call ran");
+    assert_eq!(report.outcome, Outcome::Cancelled, "{report}");
+    assert_eq!(report.hung_up_by, Some(Party::Caller), "{report}");
+    assert_eq!(count(&report, Direction::Sent, "ACK "), 1, "{report}");
+    assert_eq!(count(&report, Direction::Sent, "BYE "), 1, "{report}");
+    assert!(
+        count(&report, Direction::Received, "SIP/2.0 200") >= 2,
+        "the INVITE's 200 and the BYE's: {report}"
+    );
+    // Ended by our BYE: well before the bridge would give up on its own.
+    no_call_left(&bridge, Duration::from_secs(2)).await;
+    assert_eq!(bridge.monitor.joined_total(), 0);
+    bridge.stop().await;
+}
+
 // --- a lossy path ---
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -295,6 +295,15 @@ impl Caller {
         self.finished
     }
 
+    /// Whether a hang-up before any response left the INVITE open: a late
+    /// answer (or one crossing the CANCEL sent once a provisional came)
+    /// still needs its ACK and BYE, so the driver keeps listening (for a
+    /// bounded grace) after [`Caller::is_finished`].
+    pub fn awaits_late_answer(&self) -> bool {
+        (self.cancel_pending || self.cancelled)
+            && (!self.invite.completed || self.requests.iter().any(|r| r.purpose == Purpose::Bye))
+    }
+
     /// The far end's RTP address, once the call is answered.
     pub fn remote_rtp(&self) -> Option<SocketAddr> {
         self.media.as_ref().map(|m| m.remote)

@@ -779,9 +779,18 @@ fn a_hang_up_before_any_response_ends_a_late_answer_at_once() {
     assert_eq!(sim.caller.report().outcome, Outcome::Cancelled);
     sim.advance(ms(5_000));
     assert!(sim.take_sip().is_empty(), "the INVITE is not retransmitted");
+    assert!(
+        sim.caller.awaits_late_answer(),
+        "the driver keeps listening"
+    );
     sim.answer(&invite);
-    let methods: Vec<Method> = sim.take_sip().iter().map(|r| r.method().clone()).collect();
+    let sent = sim.take_sip();
+    let methods: Vec<Method> = sent.iter().map(|r| r.method().clone()).collect();
     assert_eq!(methods, [Method::Ack, Method::Bye]);
+    assert!(sim.caller.awaits_late_answer(), "until the BYE is answered");
+    sim.feed(&sent[1].response(200, "OK").to_bytes());
+    assert!(!sim.caller.awaits_late_answer());
+    assert_eq!(sim.caller.report().outcome, Outcome::Cancelled);
 }
 
 #[test]

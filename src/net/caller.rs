@@ -447,7 +447,12 @@ impl Driver {
         for _ in 0..max_steps {
             self.flush().await?;
             if self.caller.is_finished() {
-                break;
+                if !self.caller.awaits_late_answer() {
+                    break;
+                }
+                // Hung up before any response: a late 200 still gets its
+                // ACK and BYE, within the hang-up grace.
+                hung_up_at.get_or_insert_with(Instant::now);
             }
             let give_up = match hung_up_at {
                 Some(t) => t + HANG_UP_GRACE,
