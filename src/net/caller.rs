@@ -821,6 +821,148 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn cancel_after_cancels_a_ringing_call_over_loopback() {
+        let mut bridge = FakeBridge::bind().await;
+        let mut config = config(&bridge, DtmfPlan::none());
+        config.hang_up = HangUp::CancelAfter(Duration::from_millis(50));
+        let call = tokio::spawn(place_call(config, std::future::pending()));
+        let invite = bridge.recv().await;
+        let ringing = invite.response(180, "Ringing").to_tag("bridge1").to_bytes();
+        bridge.send(&ringing).await;
+        let cancel = bridge.recv().await;
+        assert_eq!(cancel.method(), &Method::Cancel);
+        assert_eq!(cancel.branch(), invite.branch());
+        bridge.send(&cancel.response(200, "OK").to_bytes()).await;
+        let terminated = invite
+            .response(487, "Request Terminated")
+            .to_tag("bridge1")
+            .to_bytes();
+        bridge.send(&terminated).await;
+        let ack = bridge.recv().await;
+        assert_eq!(ack.method(), &Method::Ack);
+        assert_eq!(ack.branch(), invite.branch());
+        let report = tokio::time::timeout(WAIT, call)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(report.outcome, Outcome::Cancelled);
+        assert_eq!(
+            report.final_status,
+            Some((487, "Request Terminated".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn lost_invites_are_really_not_sent_and_timer_a_gets_through() {
+        let mut bridge = FakeBridge::bind().await;
+        let mut config = config(&bridge, DtmfPlan::none());
+        config.timers.t1 = Duration::from_millis(20);
+        config.drop_outgoing = Some(LossPattern::first(2, "invite"));
+        config.hang_up = HangUp::AfterAnswer(Duration::ZERO);
+        let call = tokio::spawn(place_call(config, std::future::pending()));
+        let invite = bridge.recv().await;
+        bridge.answer(&invite).await;
+        assert_eq!(bridge.recv().await.method(), &Method::Ack);
+        let bye = bridge.recv().await;
+        assert_eq!(bye.method(), &Method::Bye);
+        bridge.send(&bye.response(200, "OK").to_bytes()).await;
+        let report = tokio::time::timeout(WAIT, call)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let invites = report
+            .ladder
+            .iter()
+            .filter(|e| e.first_line.starts_with("INVITE "))
+            .count();
+        assert_eq!(invites, 3, "two lost, the third arrived: {report}");
+    }
+
+    #[tokio::test]
+    async fn a_call_over_tcp_uses_one_connection_for_the_dialog() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = CallConfig::new(format!("sip:1@{addr};transport=tcp"));
+        config.hang_up = HangUp::AfterAnswer(Duration::ZERO);
+        config.timeout = WAIT;
+        config.seed = Some(3);
+        let call = tokio::spawn(place_call(config, std::future::pending()));
+        let (mut stream, peer) = tokio::time::timeout(WAIT, listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut framer = StreamFramer::new(Limits::default());
+        let mut buf = vec![0u8; 65536];
+        let mut next = async |stream: &mut TcpStream| -> Request {
+            for _ in 0..100 {
+                if let Some(bytes) = framer.next_message() {
+                    match message::parse(&bytes.unwrap()).unwrap() {
+                        Message::Request(r) => return r,
+                        Message::Response(r) => panic!("got a response {}", r.status()),
+                    }
+                }
+                let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(n > 0, "the caller keeps the connection open");
+                framer.push(&buf[..n]);
+            }
+            panic!("no message in 100 reads");
+        };
+        let invite = next(&mut stream).await;
+        let via = invite.top_via().unwrap();
+        assert_eq!(via.transport, "TCP");
+        assert_eq!(via.sent_by.to_string(), peer.to_string());
+        let ok = invite
+            .response(200, "OK")
+            .to_tag("b1")
+            .header("Contact", &format!("<sip:bridge@{addr};transport=tcp>"))
+            .body(
+                "application/sdp",
+                sdp::offer(&sdp::LocalMedia {
+                    address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    rtp_port: 40000,
+                    session_id: 1,
+                    session_version: 1,
+                })
+                .as_bytes(),
+            )
+            .to_bytes();
+        stream.write_all(&ok).await.unwrap();
+        let ack = next(&mut stream).await;
+        assert_eq!(ack.method(), &Method::Ack);
+        let bye = next(&mut stream).await;
+        assert_eq!(bye.method(), &Method::Bye);
+        stream
+            .write_all(&bye.response(200, "OK").to_bytes())
+            .await
+            .unwrap();
+        let report = tokio::time::timeout(WAIT, call)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(report.outcome, Outcome::Completed);
+        assert_eq!(report.hung_up_by, Some(Party::Caller));
+    }
+
+    #[test]
+    fn uri_transport_reads_the_transport_parameter() {
+        assert_eq!(uri_transport("sip:1@h;transport=tcp"), Some(Transport::Tcp));
+        assert_eq!(
+            uri_transport("sip:1@h:5060;lr;Transport=UDP"),
+            Some(Transport::Udp)
+        );
+        assert_eq!(uri_transport("sip:1@h;transport=sctp"), None);
+        assert_eq!(uri_transport("sip:1@h"), None);
+        assert_eq!(uri_transport("sip:1@h?transport=tcp"), None);
+    }
+
     #[test]
     fn uri_host_port_reads_sip_uris() {
         assert_eq!(
