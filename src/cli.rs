@@ -52,6 +52,10 @@ pub struct CallArgs {
     /// Give up (and hang up) after this long.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: std::time::Duration,
+    /// Carry SIP over one TCP connection instead of UDP (as does
+    /// `;transport=tcp` in the URI); RTP stays UDP.
+    #[arg(long)]
+    pub tcp: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

@@ -127,6 +127,36 @@ pub enum HangUp {
     AfterJoined(Duration),
     /// This long after the call was answered, whatever happened.
     AfterAnswer(Duration),
+    /// This long after the INVITE went out: CANCEL if the far end has not
+    /// answered by then (§9.1), BYE if it has.
+    CancelAfter(Duration),
+}
+
+/// How the call's SIP travels (RTP is always UDP).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// Datagrams: the core retransmits requests (Timers A and E).
+    #[default]
+    Udp,
+    /// One connection for the whole dialog: no retransmissions, since the
+    /// stream delivers or fails (RFC 3261 §17.1.1.2, §17.1.2.2); Timers B
+    /// and F still bound the wait for an answer.
+    Tcp,
+}
+
+impl Transport {
+    /// The Via transport token (`SIP/2.0/UDP`).
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
+    /// Whether requests are retransmitted by the transaction layer.
+    pub fn is_reliable(self) -> bool {
+        self == Transport::Tcp
+    }
 }
 
 /// The prompt catalog indexed for listening, once per codec, shared by
@@ -177,5 +207,7 @@ pub struct CallerConfig {
     pub dtmf: DtmfPlan,
     pub hang_up: HangUp,
     pub timers: TimerConfig,
+    /// UDP or TCP for SIP: the Via, the Contact and whether Timers A and E run.
+    pub transport: Transport,
     pub prompts: Arc<PromptMatchers>,
 }

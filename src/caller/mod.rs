@@ -19,7 +19,11 @@
 //! - keeps a [`CallReport`]: final status, prompts and digits with times,
 //!   who hung up and why, the SIP ladder.
 //!
-//! What it does not: sockets, name resolution, TCP, authentication,
+//! Over TCP ([`Transport::Tcp`]) the same messages carry a `SIP/2.0/TCP`
+//! Via and are never retransmitted (Timers A and E do not run on a
+//! reliable transport); Timers B and F still give up.
+//!
+//! What it does not: sockets, name resolution, authentication,
 //! re-INVITEs, forking (the first 2xx makes the dialog; another To tag is
 //! ACKed and then sent BYE), or early media.
 //!
@@ -34,7 +38,7 @@ mod tests;
 
 pub use config::{
     COMMA_PAUSE, CallerConfig, DEFAULT_GAP, DEFAULT_TONE, DigitsError, DtmfPlan, DtmfStart, HangUp,
-    PlannedDigit, PromptMatchers,
+    PlannedDigit, PromptMatchers, Transport,
 };
 pub use report::{CallReport, Direction, HeardPrompt, LadderEntry, Outcome, Party, SentDigit};
 
@@ -106,7 +110,8 @@ struct NonInviteTransaction {
     purpose: Purpose,
     branch: String,
     bytes: Vec<u8>,
-    retransmit_at: Instant,
+    /// Timer E; `None` on a reliable transport.
+    retransmit_at: Option<Instant>,
     interval: Duration,
     /// Timer F.
     give_up_at: Instant,
@@ -199,7 +204,11 @@ impl Caller {
         });
         let cseq = 1;
         let bytes = RequestBuilder::new(Method::Invite, &config.target)
-            .via("UDP", &config.local_sip.to_string(), &branch)
+            .via(
+                config.transport.via_name(),
+                &config.local_sip.to_string(),
+                &branch,
+            )
             .from(&config.from, &local_tag)
             .to(&config.target, None)
             .call_id(&call_id)
@@ -210,6 +219,12 @@ impl Caller {
             .body("application/sdp", offer.as_bytes())
             .to_bytes();
         let t1 = config.timers.t1;
+        // Timer A runs only on an unreliable transport (§17.1.1.2).
+        let retransmit_at = (!config.transport.is_reliable()).then_some(now + t1);
+        let hang_up_at = match config.hang_up {
+            HangUp::CancelAfter(after) => Some(now + after),
+            _ => None,
+        };
         let report = CallReport {
             call_id: call_id.clone(),
             target: config.target.clone(),
@@ -240,7 +255,7 @@ impl Caller {
                 bytes: bytes.clone(),
                 branch,
                 cseq,
-                retransmit_at: Some(now + t1),
+                retransmit_at,
                 interval: t1,
                 give_up_at: Some(now + config.timers.t1_x64()),
                 provisional: false,
@@ -256,7 +271,7 @@ impl Caller {
             plan,
             digits_started: false,
             next_digit_at: None,
-            hang_up_at: None,
+            hang_up_at,
             cancel_pending: false,
             cancelled: false,
             bye_sent: false,
@@ -278,6 +293,15 @@ impl Caller {
     /// end retransmits (a final response gets its ACK again).
     pub fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    /// Whether a hang-up before any response left the INVITE open: a late
+    /// answer (or one crossing the CANCEL sent once a provisional came)
+    /// still needs its ACK and BYE, so the driver keeps listening (for a
+    /// bounded grace) after [`Caller::is_finished`].
+    pub fn awaits_late_answer(&self) -> bool {
+        (self.cancel_pending || self.cancelled)
+            && (!self.invite.completed || self.requests.iter().any(|r| r.purpose == Purpose::Bye))
     }
 
     /// The far end's RTP address, once the call is answered.
@@ -318,7 +342,7 @@ impl Caller {
         consider(self.invite.retransmit_at);
         consider(self.invite.give_up_at);
         for r in &self.requests {
-            consider(Some(r.retransmit_at));
+            consider(r.retransmit_at);
             consider(Some(r.give_up_at));
         }
         if self.finished {
@@ -442,7 +466,7 @@ impl Caller {
             // §17.1.2.2: Proceeding retransmits at T2.
             let r = &mut self.requests[index];
             r.interval = self.config.timers.t2;
-            r.retransmit_at = now + r.interval;
+            r.retransmit_at = r.retransmit_at.map(|_| now + r.interval);
             return;
         }
         let done = self.requests.swap_remove(index);
@@ -557,7 +581,7 @@ impl Caller {
         }
         match self.config.hang_up {
             HangUp::AfterAnswer(after) => self.hang_up_at = Some(now + after),
-            HangUp::AfterJoined(_) | HangUp::WaitForBye => {}
+            HangUp::AfterJoined(_) | HangUp::WaitForBye | HangUp::CancelAfter(_) => {}
         }
         if let DtmfStart::AfterAnswer(after) = self.config.dtmf.start {
             self.start_digits(now + after);
@@ -570,7 +594,7 @@ impl Caller {
         let to = response.header("To").unwrap_or_default().to_string();
         let ack = RequestBuilder::new(Method::Ack, &self.config.target)
             .via(
-                "UDP",
+                self.config.transport.via_name(),
                 &self.config.local_sip.to_string(),
                 &self.invite.branch,
             )
@@ -671,7 +695,11 @@ impl Caller {
         let branch = self.new_branch();
         let to = response.header("To").unwrap_or_default().to_string();
         let mut ack = RequestBuilder::new(Method::Ack, dialog.remote_target())
-            .via("UDP", &self.config.local_sip.to_string(), &branch)
+            .via(
+                self.config.transport.via_name(),
+                &self.config.local_sip.to_string(),
+                &branch,
+            )
             .from(&self.config.from, &self.local_tag)
             .header("To", &to)
             .call_id(&self.call_id)
@@ -691,7 +719,7 @@ impl Caller {
         let via = self.config.local_sip.to_string();
         let branch = self.new_branch();
         let ack = RequestBuilder::new(Method::Ack, &target)
-            .via("UDP", &via, &branch)
+            .via(self.config.transport.via_name(), &via, &branch)
             .from(&self.config.from, &self.local_tag)
             .header("To", &to)
             .call_id(&self.call_id)
@@ -700,7 +728,7 @@ impl Caller {
         self.send_sip(now, ack);
         let branch = self.new_branch();
         let bye = RequestBuilder::new(Method::Bye, &target)
-            .via("UDP", &via, &branch)
+            .via(self.config.transport.via_name(), &via, &branch)
             .from(&self.config.from, &self.local_tag)
             .header("To", &to)
             .call_id(&self.call_id)
@@ -716,7 +744,11 @@ impl Caller {
         self.report.hung_up_by = Some(Party::Caller);
         let branch = self.invite.branch.clone();
         let bytes = RequestBuilder::new(Method::Cancel, &self.config.target)
-            .via("UDP", &self.config.local_sip.to_string(), &branch)
+            .via(
+                self.config.transport.via_name(),
+                &self.config.local_sip.to_string(),
+                &branch,
+            )
             .from(&self.config.from, &self.local_tag)
             .to(&self.config.target, None)
             .call_id(&self.call_id)
@@ -766,7 +798,11 @@ impl Caller {
         let branch = self.new_branch();
         let mut builder =
             RequestBuilder::new(Method::from_token(&request.method), &request.request_uri)
-                .via("UDP", &self.config.local_sip.to_string(), &branch)
+                .via(
+                    self.config.transport.via_name(),
+                    &self.config.local_sip.to_string(),
+                    &branch,
+                )
                 .header("From", &request.from)
                 .header("To", &request.to)
                 .call_id(&request.call_id)
@@ -790,7 +826,8 @@ impl Caller {
             purpose,
             branch,
             bytes: bytes.clone(),
-            retransmit_at: now + t1,
+            // Timer E runs only on an unreliable transport (§17.1.2.2).
+            retransmit_at: (!self.config.transport.is_reliable()).then_some(now + t1),
             interval: t1,
             give_up_at: now + self.config.timers.t1_x64(),
         });
@@ -837,10 +874,10 @@ impl Caller {
                 given_up.push(r.purpose);
                 return false;
             }
-            if r.retransmit_at <= now {
+            if r.retransmit_at.is_some_and(|t| t <= now) {
                 // Timer E doubles up to T2 (§17.1.2.2).
                 r.interval = r.interval.saturating_mul(2).min(t2);
-                r.retransmit_at = now + r.interval;
+                r.retransmit_at = Some(now + r.interval);
                 resend.push(r.bytes.clone());
             }
             true
@@ -1058,7 +1095,10 @@ fn contact(config: &CallerConfig) -> String {
         .map(|(user, _)| user)
         .filter(|u| !u.is_empty())
         .unwrap_or("dialin");
-    format!("<sip:{user}@{}>", config.local_sip)
+    match config.transport {
+        Transport::Udp => format!("<sip:{user}@{}>", config.local_sip),
+        Transport::Tcp => format!("<sip:{user}@{};transport=tcp>", config.local_sip),
+    }
 }
 
 /// Writes this tick's packet: the press's next tone frame or event, or

@@ -50,6 +50,7 @@ fn config(dtmf: DtmfPlan, hang_up: HangUp) -> CallerConfig {
         dtmf,
         hang_up,
         timers: TimerConfig::default(),
+        transport: Transport::Udp,
         prompts: matchers(),
     }
 }
@@ -778,9 +779,18 @@ fn a_hang_up_before_any_response_ends_a_late_answer_at_once() {
     assert_eq!(sim.caller.report().outcome, Outcome::Cancelled);
     sim.advance(ms(5_000));
     assert!(sim.take_sip().is_empty(), "the INVITE is not retransmitted");
+    assert!(
+        sim.caller.awaits_late_answer(),
+        "the driver keeps listening"
+    );
     sim.answer(&invite);
-    let methods: Vec<Method> = sim.take_sip().iter().map(|r| r.method().clone()).collect();
+    let sent = sim.take_sip();
+    let methods: Vec<Method> = sent.iter().map(|r| r.method().clone()).collect();
     assert_eq!(methods, [Method::Ack, Method::Bye]);
+    assert!(sim.caller.awaits_late_answer(), "until the BYE is answered");
+    sim.feed(&sent[1].response(200, "OK").to_bytes());
+    assert!(!sim.caller.awaits_late_answer());
+    assert_eq!(sim.caller.report().outcome, Outcome::Cancelled);
 }
 
 #[test]
@@ -856,4 +866,92 @@ fn a_stalled_driver_gets_no_burst_of_rtp() {
         8_000,
         "the timestamp follows the clock"
     );
+}
+
+#[test]
+fn over_tcp_nothing_is_retransmitted_but_timer_b_still_gives_up() {
+    let mut tcp = config(DtmfPlan::none(), HangUp::WaitForBye);
+    tcp.transport = Transport::Tcp;
+    let mut sim = Sim::new(tcp);
+    let invite = sim.take_one(Method::Invite);
+    assert_eq!(invite.top_via().unwrap().transport, "TCP");
+    assert!(
+        invite.contact_uri().unwrap().contains(";transport=tcp"),
+        "{:?}",
+        invite.contact_uri()
+    );
+    sim.advance(ms(31_999));
+    assert!(
+        sim.take_sip().is_empty(),
+        "no Timer A on a reliable transport"
+    );
+    assert!(!sim.caller.is_finished());
+    sim.advance(ms(32_000));
+    assert_eq!(sim.caller.report().outcome, Outcome::NoAnswer);
+}
+
+#[test]
+fn over_tcp_an_unanswered_info_is_not_retransmitted() {
+    let dtmf = plan(
+        "5",
+        DtmfMethod::Info,
+        DtmfStart::AfterAnswer(Duration::ZERO),
+    );
+    let mut tcp = config(dtmf, HangUp::WaitForBye);
+    tcp.transport = Transport::Tcp;
+    let (mut sim, _invite) = answered(tcp);
+    sim.advance(Duration::ZERO);
+    let info = sim.take_one(Method::Info);
+    assert_eq!(info.top_via().unwrap().transport, "TCP");
+    sim.advance(ms(31_000));
+    assert!(
+        sim.take_sip().is_empty(),
+        "no Timer E on a reliable transport"
+    );
+}
+
+#[test]
+fn cancel_after_cancels_a_ringing_call_and_acks_the_487() {
+    let mut sim = Sim::new(config(
+        DtmfPlan::none(),
+        HangUp::CancelAfter(Duration::from_millis(300)),
+    ));
+    let invite = sim.take_one(Method::Invite);
+    sim.feed(
+        &invite
+            .response(180, "Ringing")
+            .to_tag(BRIDGE_TAG)
+            .to_bytes(),
+    );
+    sim.advance(ms(299));
+    assert!(sim.take_sip().is_empty());
+    sim.advance(ms(300));
+    let cancel = sim.take_one(Method::Cancel);
+    assert_eq!(cancel.branch(), invite.branch());
+    sim.feed(&cancel.response(200, "OK").to_bytes());
+    sim.feed(
+        &invite
+            .response(487, "Request Terminated")
+            .to_tag(BRIDGE_TAG)
+            .to_bytes(),
+    );
+    sim.take_one(Method::Ack);
+    assert_eq!(sim.caller.report().outcome, Outcome::Cancelled);
+    assert_eq!(sim.caller.report().hung_up_by, Some(Party::Caller));
+}
+
+#[test]
+fn cancel_after_an_answer_is_a_bye() {
+    let (mut sim, _invite) = answered(config(
+        DtmfPlan::none(),
+        HangUp::CancelAfter(Duration::from_millis(300)),
+    ));
+    sim.take_sip();
+    sim.advance(ms(300));
+    let sent: Vec<_> = sim
+        .take_sip()
+        .into_iter()
+        .filter(|r| r.method() == &Method::Bye)
+        .collect();
+    assert_eq!(sent.len(), 1);
 }

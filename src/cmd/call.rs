@@ -6,7 +6,7 @@
 
 use anyhow::Context;
 
-use crate::caller::{DtmfPlan, DtmfStart, HangUp};
+use crate::caller::{DtmfPlan, DtmfStart, HangUp, Transport};
 use crate::cli::CallArgs;
 use crate::media::dtmf::DtmfMethod;
 use crate::net::caller::{CallConfig, CallError, place_call};
@@ -34,6 +34,9 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
         HangUp::AfterJoined(args.hangup_after)
     };
     config.timeout = args.timeout;
+    if args.tcp {
+        config.transport = Transport::Tcp;
+    }
     let stop = async {
         // Ctrl-C hangs the call up cleanly (BYE or CANCEL); if the signal
         // handler can't be installed, the call timeout still bounds the call.

@@ -1,6 +1,7 @@
-//! Places one call with the [`crate::caller`] core: a UDP socket for SIP, one
-//! for RTP, and the core's timers, until the call ends, the call timeout
-//! passes, or the shutdown future resolves.
+//! Places one call with the [`crate::caller`] core: a UDP socket or one TCP
+//! connection for SIP ([`Transport`]), a UDP socket for RTP, and the core's
+//! timers, until the call ends, the call timeout passes, or the shutdown
+//! future resolves.
 //!
 //! All decisions are the core's; this moves datagrams and sleeps until the
 //! core's next deadline (`tokio::time::Instant`, so `tokio::time::pause`
@@ -13,13 +14,17 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::caller::{CallReport, Caller, CallerConfig, DtmfPlan, HangUp, Output, PromptMatchers};
+use crate::caller::{
+    CallReport, Caller, CallerConfig, DtmfPlan, HangUp, Output, PromptMatchers, Transport,
+};
 use crate::media::prompts::PromptError;
-use crate::sip::framing::{Limits, check_datagram};
+use crate::sip::framing::{Limits, StreamFramer, check_datagram};
 use crate::sip::message;
 use crate::sip::transaction::TimerConfig;
 
@@ -50,6 +55,42 @@ pub struct CallConfig {
     pub prompts: Option<Arc<PromptMatchers>>,
     /// Seeds tags, branches and RTP ids (default: from the OS).
     pub seed: Option<u64>,
+    /// UDP or TCP for SIP. A target URI with `;transport=tcp` makes it TCP.
+    pub transport: Transport,
+    /// Test hook: outgoing SIP requests that are really not sent, as a lossy
+    /// path would lose them (the core does not know and retransmits).
+    pub drop_outgoing: Option<LossPattern>,
+}
+
+/// Which outgoing SIP requests a lossy path loses: the first `count` whose
+/// method is `method` (`INVITE`, `ACK`, ...), retransmissions included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LossPattern {
+    pub method: String,
+    pub count: usize,
+}
+
+impl LossPattern {
+    /// Loses the first `count` requests of `method`.
+    pub fn first(count: usize, method: &str) -> LossPattern {
+        LossPattern {
+            method: method.to_ascii_uppercase(),
+            count,
+        }
+    }
+
+    /// Whether `bytes` is lost; counts it if so.
+    fn drops(&mut self, bytes: &[u8]) -> bool {
+        if self.count == 0 {
+            return false;
+        }
+        let prefix = format!("{} ", self.method);
+        if bytes.starts_with(prefix.as_bytes()) {
+            self.count -= 1;
+            return true;
+        }
+        false
+    }
 }
 
 impl CallConfig {
@@ -67,6 +108,8 @@ impl CallConfig {
             timeout: Duration::from_secs(60),
             prompts: None,
             seed: None,
+            transport: Transport::Udp,
+            drop_outgoing: None,
         }
     }
 }
@@ -85,6 +128,12 @@ pub enum CallError {
     },
     #[error("{host} resolves to no address")]
     NoAddress { host: String },
+    #[error("can't connect over TCP to {to}")]
+    Connect {
+        to: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("can't bind a UDP socket on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -136,6 +185,24 @@ pub fn uri_host_port(uri: &str) -> Option<(String, u16)> {
         None => DEFAULT_SIP_PORT,
     };
     Some((host.to_string(), port))
+}
+
+/// The transport a SIP URI asks for with its `transport` parameter
+/// (RFC 3261 §19.1.1), if it names one this caller has.
+pub fn uri_transport(uri: &str) -> Option<Transport> {
+    let params = uri.split('?').next()?.split(';').skip(1);
+    for param in params {
+        if let Some((name, value)) = param.split_once('=')
+            && name.trim().eq_ignore_ascii_case("transport")
+        {
+            return match value.trim().to_ascii_lowercase().as_str() {
+                "tcp" => Some(Transport::Tcp),
+                "udp" => Some(Transport::Udp),
+                _ => None,
+            };
+        }
+    }
+    None
 }
 
 async fn resolve(target: &str) -> Result<SocketAddr, CallError> {
@@ -196,7 +263,11 @@ pub async fn place_call(
         None => resolve(&config.target).await?,
     };
     let local_ip = config.local_ip.unwrap_or_else(|| route_to(remote));
-    let sip = bind(local_ip).await?;
+    let transport = uri_transport(&config.target).unwrap_or(config.transport);
+    let sip = match transport {
+        Transport::Udp => SipLink::Udp(bind(local_ip).await?),
+        Transport::Tcp => SipLink::connect(remote).await?,
+    };
     let rtp = bind(local_ip).await?;
     let local_sip = sip.local_addr().map_err(|source| CallError::Bind {
         addr: SocketAddr::new(local_ip, 0),
@@ -223,6 +294,7 @@ pub async fn place_call(
         dtmf: config.dtmf,
         hang_up: config.hang_up,
         timers: config.timers,
+        transport,
         prompts,
     };
     let rng = match config.seed {
@@ -239,6 +311,7 @@ pub async fn place_call(
         remote,
         local_sip,
         local_rtp,
+        loss: config.drop_outgoing,
     };
     driver
         .run(start + config.timeout, config.timeout, shutdown)
@@ -246,13 +319,111 @@ pub async fn place_call(
         .await
 }
 
+/// What carries the call's SIP.
+enum SipLink {
+    Udp(UdpSocket),
+    /// One connection for the whole dialog; `None` reader once the far end
+    /// closed it (the core's Timers B and F then decide).
+    Tcp {
+        reader: Option<OwnedReadHalf>,
+        writer: OwnedWriteHalf,
+        framer: StreamFramer,
+        local: SocketAddr,
+    },
+}
+
+/// What one read from the SIP link gave.
+enum Received {
+    /// A datagram, or the messages framed from a TCP read (maybe none yet).
+    Messages(Vec<Vec<u8>>, SocketAddr),
+    /// The TCP connection closed, or lost its framing.
+    Closed(String),
+}
+
+impl SipLink {
+    async fn connect(remote: SocketAddr) -> Result<SipLink, CallError> {
+        let stream = TcpStream::connect(remote)
+            .await
+            .map_err(|source| CallError::Connect { to: remote, source })?;
+        // SIP messages are small and each one is a turn of the dialog.
+        let _ = stream.set_nodelay(true);
+        let local = stream
+            .local_addr()
+            .map_err(|source| CallError::Connect { to: remote, source })?;
+        let (reader, writer) = stream.into_split();
+        Ok(SipLink::Tcp {
+            reader: Some(reader),
+            writer,
+            framer: StreamFramer::new(Limits::default()),
+            local,
+        })
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            SipLink::Udp(socket) => socket.local_addr(),
+            SipLink::Tcp { local, .. } => Ok(*local),
+        }
+    }
+
+    /// Waits for the next datagram or TCP read; pends forever on a closed
+    /// connection.
+    async fn recv(&mut self, buf: &mut [u8], remote: SocketAddr) -> std::io::Result<Received> {
+        match self {
+            SipLink::Udp(socket) => {
+                let (len, from) = socket.recv_from(buf).await?;
+                Ok(Received::Messages(vec![buf[..len].to_vec()], from))
+            }
+            SipLink::Tcp { reader, framer, .. } => {
+                let Some(r) = reader.as_mut() else {
+                    return std::future::pending().await;
+                };
+                let n = match r.read(buf).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        *reader = None;
+                        return Ok(Received::Closed(format!("the TCP read failed: {e}")));
+                    }
+                };
+                if n == 0 {
+                    *reader = None;
+                    return Ok(Received::Closed("the bridge closed the connection".into()));
+                }
+                framer.push(&buf[..n]);
+                let mut messages = Vec::new();
+                while let Some(message) = framer.next_message() {
+                    match message {
+                        Ok(bytes) => messages.push(bytes),
+                        Err(e) => {
+                            // RFC 3261 §18.3: no way to find the next message.
+                            *reader = None;
+                            return Ok(Received::Closed(format!(
+                                "the TCP stream lost its framing: {e}"
+                            )));
+                        }
+                    }
+                }
+                Ok(Received::Messages(messages, remote))
+            }
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
+        match self {
+            SipLink::Udp(socket) => socket.send_to(bytes, to).await.map(|_| ()),
+            SipLink::Tcp { writer, .. } => writer.write_all(bytes).await,
+        }
+    }
+}
+
 struct Driver {
     caller: Caller,
-    sip: UdpSocket,
+    sip: SipLink,
     rtp: UdpSocket,
     remote: SocketAddr,
     local_sip: SocketAddr,
     local_rtp: SocketAddr,
+    loss: Option<LossPattern>,
 }
 
 /// Bounds the loop: a 60 s call has ~3000 RTP packets each way plus timers.
@@ -276,7 +447,12 @@ impl Driver {
         for _ in 0..max_steps {
             self.flush().await?;
             if self.caller.is_finished() {
-                break;
+                if !self.caller.awaits_late_answer() {
+                    break;
+                }
+                // Hung up before any response: a late 200 still gets its
+                // ACK and BYE, within the hang-up grace.
+                hung_up_at.get_or_insert_with(Instant::now);
             }
             let give_up = match hung_up_at {
                 Some(t) => t + HANG_UP_GRACE,
@@ -296,9 +472,14 @@ impl Driver {
                     self.caller.hang_up(now.into_std());
                     hung_up_at = Some(now);
                 }
-                received = self.sip.recv_from(&mut sip_buf) => {
+                received = self.sip.recv(&mut sip_buf, self.remote) => {
                     match received {
-                        Ok((len, from)) => self.handle_sip(&sip_buf[..len], from),
+                        Ok(Received::Messages(messages, from)) => {
+                            for bytes in messages {
+                                self.handle_sip(&bytes, from);
+                            }
+                        }
+                        Ok(Received::Closed(why)) => tracing::warn!("SIP over TCP: {why}"),
                         Err(e) => self.receive_error(self.local_sip, e)?,
                     }
                 }
@@ -366,11 +547,24 @@ impl Driver {
 
     async fn flush(&mut self) -> Result<(), CallError> {
         while let Some(out) = self.caller.poll_output() {
-            let (socket, to, bytes) = match out {
-                Output::Sip(bytes) => (&self.sip, self.remote, bytes),
-                Output::Rtp { to, bytes } => (&self.rtp, to, bytes),
+            let (sent, to) = match out {
+                Output::Sip(bytes) => {
+                    if let Some(loss) = self.loss.as_mut()
+                        && loss.drops(&bytes)
+                    {
+                        tracing::debug!(
+                            "test hook: lost on the way out: {}",
+                            String::from_utf8_lossy(
+                                bytes.split(|b| *b == b'\r').next().unwrap_or(&[])
+                            )
+                        );
+                        continue;
+                    }
+                    (self.sip.send(&bytes, self.remote).await, self.remote)
+                }
+                Output::Rtp { to, bytes } => (self.rtp.send_to(&bytes, to).await.map(|_| ()), to),
             };
-            if let Err(source) = socket.send_to(&bytes, to).await {
+            if let Err(source) = sent {
                 // An RTP packet lost to a full buffer is a lost packet; SIP
                 // is retransmitted by the core. Only a hard error stops.
                 if source.kind() == std::io::ErrorKind::WouldBlock {
@@ -625,6 +819,148 @@ mod tests {
             }
             other => panic!("expected a timeout, got {other}"),
         }
+    }
+
+    #[tokio::test]
+    async fn cancel_after_cancels_a_ringing_call_over_loopback() {
+        let mut bridge = FakeBridge::bind().await;
+        let mut config = config(&bridge, DtmfPlan::none());
+        config.hang_up = HangUp::CancelAfter(Duration::from_millis(50));
+        let call = tokio::spawn(place_call(config, std::future::pending()));
+        let invite = bridge.recv().await;
+        let ringing = invite.response(180, "Ringing").to_tag("bridge1").to_bytes();
+        bridge.send(&ringing).await;
+        let cancel = bridge.recv().await;
+        assert_eq!(cancel.method(), &Method::Cancel);
+        assert_eq!(cancel.branch(), invite.branch());
+        bridge.send(&cancel.response(200, "OK").to_bytes()).await;
+        let terminated = invite
+            .response(487, "Request Terminated")
+            .to_tag("bridge1")
+            .to_bytes();
+        bridge.send(&terminated).await;
+        let ack = bridge.recv().await;
+        assert_eq!(ack.method(), &Method::Ack);
+        assert_eq!(ack.branch(), invite.branch());
+        let report = tokio::time::timeout(WAIT, call)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(report.outcome, Outcome::Cancelled);
+        assert_eq!(
+            report.final_status,
+            Some((487, "Request Terminated".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn lost_invites_are_really_not_sent_and_timer_a_gets_through() {
+        let mut bridge = FakeBridge::bind().await;
+        let mut config = config(&bridge, DtmfPlan::none());
+        config.timers.t1 = Duration::from_millis(20);
+        config.drop_outgoing = Some(LossPattern::first(2, "invite"));
+        config.hang_up = HangUp::AfterAnswer(Duration::ZERO);
+        let call = tokio::spawn(place_call(config, std::future::pending()));
+        let invite = bridge.recv().await;
+        bridge.answer(&invite).await;
+        assert_eq!(bridge.recv().await.method(), &Method::Ack);
+        let bye = bridge.recv().await;
+        assert_eq!(bye.method(), &Method::Bye);
+        bridge.send(&bye.response(200, "OK").to_bytes()).await;
+        let report = tokio::time::timeout(WAIT, call)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let invites = report
+            .ladder
+            .iter()
+            .filter(|e| e.first_line.starts_with("INVITE "))
+            .count();
+        assert_eq!(invites, 3, "two lost, the third arrived: {report}");
+    }
+
+    #[tokio::test]
+    async fn a_call_over_tcp_uses_one_connection_for_the_dialog() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = CallConfig::new(format!("sip:1@{addr};transport=tcp"));
+        config.hang_up = HangUp::AfterAnswer(Duration::ZERO);
+        config.timeout = WAIT;
+        config.seed = Some(3);
+        let call = tokio::spawn(place_call(config, std::future::pending()));
+        let (mut stream, peer) = tokio::time::timeout(WAIT, listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut framer = StreamFramer::new(Limits::default());
+        let mut buf = vec![0u8; 65536];
+        let mut next = async |stream: &mut TcpStream| -> Request {
+            for _ in 0..100 {
+                if let Some(bytes) = framer.next_message() {
+                    match message::parse(&bytes.unwrap()).unwrap() {
+                        Message::Request(r) => return r,
+                        Message::Response(r) => panic!("got a response {}", r.status()),
+                    }
+                }
+                let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(n > 0, "the caller keeps the connection open");
+                framer.push(&buf[..n]);
+            }
+            panic!("no message in 100 reads");
+        };
+        let invite = next(&mut stream).await;
+        let via = invite.top_via().unwrap();
+        assert_eq!(via.transport, "TCP");
+        assert_eq!(via.sent_by.to_string(), peer.to_string());
+        let ok = invite
+            .response(200, "OK")
+            .to_tag("b1")
+            .header("Contact", &format!("<sip:bridge@{addr};transport=tcp>"))
+            .body(
+                "application/sdp",
+                sdp::offer(&sdp::LocalMedia {
+                    address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    rtp_port: 40000,
+                    session_id: 1,
+                    session_version: 1,
+                })
+                .as_bytes(),
+            )
+            .to_bytes();
+        stream.write_all(&ok).await.unwrap();
+        let ack = next(&mut stream).await;
+        assert_eq!(ack.method(), &Method::Ack);
+        let bye = next(&mut stream).await;
+        assert_eq!(bye.method(), &Method::Bye);
+        stream
+            .write_all(&bye.response(200, "OK").to_bytes())
+            .await
+            .unwrap();
+        let report = tokio::time::timeout(WAIT, call)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(report.outcome, Outcome::Completed);
+        assert_eq!(report.hung_up_by, Some(Party::Caller));
+    }
+
+    #[test]
+    fn uri_transport_reads_the_transport_parameter() {
+        assert_eq!(uri_transport("sip:1@h;transport=tcp"), Some(Transport::Tcp));
+        assert_eq!(
+            uri_transport("sip:1@h:5060;lr;Transport=UDP"),
+            Some(Transport::Udp)
+        );
+        assert_eq!(uri_transport("sip:1@h;transport=sctp"), None);
+        assert_eq!(uri_transport("sip:1@h"), None);
+        assert_eq!(uri_transport("sip:1@h?transport=tcp"), None);
     }
 
     #[test]
