@@ -20,7 +20,6 @@ use dialin::caller::{CallReport, Direction, DtmfPlan, HangUp, Outcome, Party, Tr
 use dialin::media::dtmf::DtmfMethod;
 use dialin::media::prompts::PromptId;
 use dialin::net::caller::{CallConfig, LossPattern, place_call};
-use dialin::sip::framing::{Limits, check_datagram};
 use dialin::sip::message::{self, Message, Method, RequestBuilder, SipHeaders};
 use tokio::net::UdpSocket;
 
@@ -294,10 +293,11 @@ async fn garbage_and_a_truncated_invite_during_a_call_leave_the_call_alone() {
     assert_eq!(first.status(), 200);
 
     // Truncated INVITEs. The bridge answers what the message module can
-    // answer (`can_respond`) once the datagram passed the UDP framing check.
+    // answer (`can_respond`), whether or not the datagram passed the UDP
+    // framing check (a body shorter than its Content-Length gets 400).
     for (i, (what, cut)) in truncated_invites(me, bridge.sip).into_iter().enumerate() {
         let error = message::parse(&cut).expect_err("a truncated INVITE does not parse");
-        let answerable = check_datagram(&cut, Limits::default()).is_ok() && error.can_respond();
+        let answerable = error.can_respond();
         raw.send_to(&cut, bridge.sip).await.unwrap();
         raw.send_to(&options(me, bridge.sip, &format!("opt-t{i}")), bridge.sip)
             .await
@@ -362,10 +362,8 @@ fn truncated_invites(me: SocketAddr, bridge: SocketAddr) -> Vec<(&'static str, V
 }
 
 /// RFC 3261 §18.3: a request over UDP whose body is shorter than its
-/// Content-Length SHOULD get 400, and the message module can form it; the
-/// bridge's UDP path drops it at the framing check instead.
+/// Content-Length SHOULD get 400, and the message module can form it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the bridge drops a UDP request with a short body instead of answering 400 (src/net/sip.rs)"]
 async fn a_udp_invite_with_a_short_body_gets_400() {
     let bridge = Bridge::start().await;
     let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -375,5 +373,28 @@ async fn a_udp_invite_with_a_short_body_gets_400() {
     raw.send_to(&cut, bridge.sip).await.unwrap();
     let answer = response(&raw).await;
     assert_eq!(answer.status(), 400);
+    bridge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_while_the_bridge_rings_gets_487_and_leaves_no_call() {
+    let bridge = Bridge::start_with(|sip| sip.ring = Duration::from_secs(30)).await;
+    let mut config = config(&bridge, "", DtmfMethod::Info);
+    config.hang_up = HangUp::CancelAfter(Duration::from_millis(500));
+    let report = call(config).await;
+    assert_eq!(report.outcome, Outcome::Cancelled, "{report}");
+    assert_eq!(
+        report.final_status.as_ref().map(|(s, _)| *s),
+        Some(487),
+        "{report}"
+    );
+    assert_eq!(
+        count(&report, Direction::Received, "SIP/2.0 180"),
+        1,
+        "{report}"
+    );
+    assert_eq!(count(&report, Direction::Sent, "CANCEL"), 1, "{report}");
+    no_call_left(&bridge, Duration::from_secs(5)).await;
+    assert_eq!(bridge.monitor.joined_total(), 0);
     bridge.stop().await;
 }

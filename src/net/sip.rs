@@ -29,7 +29,7 @@ use crate::admin::ids::PhoneNumber;
 use crate::attendant;
 use crate::call::{ALLOW, Call, CallConfig, SipTransmit, Source, options_response};
 use crate::media::prompts::PromptCatalog;
-use crate::sip::framing::{Limits, StreamFramer, check_datagram};
+use crate::sip::framing::{FrameError, Limits, StreamFramer, check_datagram};
 use crate::sip::message::{self, Message, Method, Request, SipHeaders};
 use crate::sip::transaction::{TimerConfig, Transport};
 
@@ -225,10 +225,9 @@ impl SipServer {
                 received = self.udp.recv_from(&mut buf) => match received {
                     Ok((n, from)) => {
                         let source = Source { transport: Transport::Unreliable, addr: from };
-                        if check_datagram(&buf[..n], Limits::default()).is_ok() {
-                            router.handle_bytes(&buf[..n], source).await;
-                        } else {
-                            tracing::debug!(%from, "datagram dropped: not a framed SIP message");
+                        match check_datagram(&buf[..n], Limits::default()) {
+                            Ok(()) => router.handle_bytes(&buf[..n], source).await,
+                            Err(e) => router.reject_datagram(&buf[..n], source, &e),
                         }
                     }
                     Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
@@ -365,6 +364,31 @@ pub fn dials_number(request: &Request, numbers: &[PhoneNumber]) -> bool {
 }
 
 impl Router {
+    /// A datagram that breaks the size or Content-Length rules: a request
+    /// whose headers can be read gets the error's response (RFC 3261 §18.3:
+    /// 400 when the body is shorter than its Content-Length; 413 when too
+    /// large); anything else is dropped.
+    fn reject_datagram(&self, bytes: &[u8], source: Source, error: &FrameError) {
+        tracing::warn!(%error, from = %source.addr, "datagram refused");
+        let response = match message::parse(bytes) {
+            Err(e) => e.error_response(),
+            Ok(Message::Request(request)) => {
+                let reason = if error.response_code() == 413 {
+                    "Request Entity Too Large"
+                } else {
+                    "Bad Request"
+                };
+                Some(request.response(error.response_code(), reason))
+            }
+            Ok(Message::Response(_)) => None,
+        };
+        if let Some(response) = response {
+            self.shared
+                .out
+                .reply(source, response.to_tag(&random_tag()).to_bytes());
+        }
+    }
+
     async fn handle_bytes(&mut self, bytes: &[u8], source: Source) {
         let message = match message::parse(bytes) {
             Ok(m) => m,
