@@ -32,12 +32,12 @@ use rand::{RngExt, SeedableRng};
 
 use crate::admin::ids::ConferenceId;
 use crate::admin::model::{MeetingId, TenantId, UserId};
-use crate::attendant::{self, CallRecord, Flow, Input, Output};
+use crate::attendant::{self, Attempt, CallRecord, Flow, Input, Output};
 use crate::directory::{IdLookup, Target};
 use crate::media::dtmf::inband::InbandDetector;
 use crate::media::dtmf::info::parse_info;
 use crate::media::dtmf::rfc4733::{EventDetector, EventRtpPacket};
-use crate::media::dtmf::{DtmfMerger, DtmfMethod};
+use crate::media::dtmf::{Digit, DtmfMerger, DtmfMethod};
 use crate::media::g711;
 use crate::media::prompts::{FRAME_DURATION, PromptCatalog, PromptId};
 use crate::media::rtp::{HEADER_LEN, RtpHeader, RtpSender};
@@ -126,6 +126,12 @@ pub enum CallEnd {
 pub enum CallEvent {
     /// The 200 to the INVITE went out.
     Answered,
+    /// A key reached the attendant (after the merger dropped duplicates).
+    Digit { digit: Digit, method: DtmfMethod },
+    /// A prompt started playing (or, muted, timing).
+    PromptStarted(PromptId),
+    /// An entry completed and was judged (the attendant's record of it).
+    Attempt(Box<Attempt>),
     /// Put the caller into this room, then call [`Call::handle_joined`].
     Join { key: MeetingKey, id: ConferenceId },
     /// The caller left the room.
@@ -229,6 +235,8 @@ pub struct Call {
     transmits: VecDeque<SipTransmit>,
     rtp: VecDeque<RtpTransmit>,
     events: VecDeque<CallEvent>,
+    /// Attempts of the record already reported as [`CallEvent::Attempt`].
+    attempts_reported: usize,
     scratch: Vec<i16>,
 }
 
@@ -356,6 +364,7 @@ impl Call {
             transmits: VecDeque::new(),
             rtp: VecDeque::new(),
             events: VecDeque::new(),
+            attempts_reported: 0,
             scratch: Vec::new(),
         };
         call.start(now, invite, source);
@@ -542,6 +551,16 @@ impl Call {
         self.media.is_some()
     }
 
+    /// The INVITE that started the call.
+    pub fn invite(&self) -> &Request {
+        &self.invite
+    }
+
+    /// Where the INVITE came from.
+    pub fn source(&self) -> Source {
+        self.invite_source
+    }
+
     /// The attendant's record, once the call was confirmed.
     pub fn record(&self) -> Option<&CallRecord> {
         self.flow.as_ref().map(Flow::record)
@@ -692,6 +711,10 @@ impl Call {
                         } else if let Some(flow) = self.flow.as_mut() {
                             // Confirmed without media (an ACK answer we
                             // could not use ends the call, so this is rare).
+                            self.events.push_back(CallEvent::Digit {
+                                digit: event.digit,
+                                method: DtmfMethod::Info,
+                            });
                             flow.handle(
                                 now,
                                 Input::Digit {
@@ -996,6 +1019,7 @@ impl Call {
 
     fn start_prompt(&mut self, now: Instant, prompt: PromptId) {
         tracing::debug!(%prompt, "playing");
+        self.events.push_back(CallEvent::PromptStarted(prompt));
         if self.config.mute_prompts || self.media.is_none() {
             self.muted_until = Some((prompt, now + self.prompts.duration(prompt)));
             return;
@@ -1026,6 +1050,10 @@ impl Call {
         if let (Some(media), Some(flow)) = (self.media.as_mut(), self.flow.as_mut()) {
             while let Some(d) = media.merger.poll_output() {
                 tracing::debug!(digit = %d.digit, method = d.method.as_str(), "key");
+                self.events.push_back(CallEvent::Digit {
+                    digit: d.digit,
+                    method: d.method,
+                });
                 flow.handle(
                     now,
                     Input::Digit {
@@ -1039,7 +1067,21 @@ impl Call {
         self.run_flow(now, dir);
     }
 
+    /// Reports the attempts the attendant judged since the last report.
+    fn report_attempts(&mut self) {
+        let Some(flow) = self.flow.as_ref() else {
+            return;
+        };
+        let attempts = &flow.record().attempts;
+        for attempt in attempts.iter().skip(self.attempts_reported) {
+            self.events
+                .push_back(CallEvent::Attempt(Box::new(attempt.clone())));
+        }
+        self.attempts_reported = attempts.len();
+    }
+
     fn run_flow(&mut self, now: Instant, dir: &impl IdLookup) {
+        self.report_attempts();
         for _ in 0..MAX_FLOW_OUTPUTS {
             let Some(output) = self.flow.as_mut().and_then(Flow::poll_output) else {
                 break;
@@ -1124,6 +1166,7 @@ impl Call {
             self.phase = Phase::Ended;
         }
         tracing::info!(?end, "call ended");
+        self.report_attempts();
         self.end = Some(end.clone());
         self.events.push_back(CallEvent::Ended {
             end,

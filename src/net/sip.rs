@@ -33,6 +33,9 @@ use crate::sip::framing::{Limits, StreamFramer, check_datagram};
 use crate::sip::message::{self, Message, Method, Request, SipHeaders};
 use crate::sip::transaction::{TimerConfig, Transport};
 
+use crate::records::{CallLog, TimeAnchor};
+
+use super::events::EventSink;
 use super::rtp::{BridgeMonitor, CallInput, CallShared, Roster, RtpPorts, run_call};
 
 /// A call's inbox: SIP routed to it. Full means the call is far behind; a
@@ -61,6 +64,10 @@ pub struct SipOptions {
     pub attendant: attendant::Config,
     /// At shutdown, how long to wait for calls to end after their BYEs.
     pub drain: Duration,
+    /// Where ended calls' records go (shared with the admin API).
+    pub log: Arc<CallLog>,
+    /// The events file, if any.
+    pub events: Option<EventSink>,
 }
 
 impl SipOptions {
@@ -74,6 +81,8 @@ impl SipOptions {
             timers: TimerConfig::default(),
             attendant: attendant::Config::default(),
             drain: Duration::from_secs(5),
+            log: Arc::new(CallLog::default()),
+            events: None,
         }
     }
 }
@@ -157,6 +166,10 @@ impl SipServer {
                         joined: AtomicU64::new(0),
                         join_signal: tokio::sync::Notify::new(),
                         bridge_hangups: AtomicU64::new(0),
+                        log: options.log.clone(),
+                        events: options.events.clone(),
+                        ended: AtomicU64::new(0),
+                        end_signal: tokio::sync::Notify::new(),
                     });
                     return Ok(SipServer {
                         shared,
@@ -506,10 +519,12 @@ impl Router {
             seed: rand::rng().random(),
         };
         let span = tracing::info_span!("call", call_id = %call_id);
+        let started = tokio::time::Instant::now().into_std();
+        let anchor = TimeAnchor::new(started, std::time::SystemTime::now().into());
         let call = span.in_scope(|| {
             tracing::info!(from = %source.addr, uri = request.uri(), "INVITE");
             Call::new(
-                tokio::time::Instant::now().into_std(),
+                started,
                 &request,
                 source,
                 config,
@@ -522,7 +537,7 @@ impl Router {
         let shared = self.shared.clone();
         self.tasks.spawn(
             async move {
-                run_call(call, socket, rx, shared, number).await;
+                run_call(call, socket, rx, shared, number, anchor).await;
                 call_id
             }
             .instrument(span),
