@@ -64,6 +64,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     sip.max_calls = args.max_calls;
     sip.mute_prompts = args.mute_prompts;
     options.sip = Some(sip);
+    options.events = args.events.clone();
     let server = Server::bind(options).await?;
     let addr = server.admin_addr();
     if let Some(sip) = server.sip_addr() {

@@ -171,10 +171,7 @@ impl Recorder {
         let invite = call.invite();
         let info = CallInfo {
             call_id: call.call_id().to_string(),
-            from: invite
-                .from()
-                .map(|n| n.uri.to_string())
-                .unwrap_or_default(),
+            from: invite.from().map(|n| n.uri.to_string()).unwrap_or_default(),
             dialed: invite
                 .uri_user()
                 .map(|u| u.split(';').next().unwrap_or_default().to_string()),
@@ -285,8 +282,7 @@ pub async fn run_call(
                     }
                     CallEvent::Ended { end, record } => {
                         tracing::info!(?end, "ended");
-                        let json =
-                            CallRecordJson::new(&recorder.info, &end, record.as_deref(), at);
+                        let json = CallRecordJson::new(&recorder.info, &end, record.as_deref(), at);
                         recorder.emit(at, || EventJson::Ended {
                             record: Box::new(json.clone()),
                         });
