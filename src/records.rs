@@ -497,3 +497,65 @@ impl CallLog {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::Source;
+    use crate::sip::transaction::Transport;
+
+    fn record(call_id: &str) -> CallRecordJson {
+        let t0 = Instant::now();
+        let info = CallInfo {
+            call_id: call_id.into(),
+            from: "sip:a@b".into(),
+            dialed: Some("+14255550100".into()),
+            source: Source {
+                transport: Transport::Reliable,
+                addr: "127.0.0.1:5062".parse().unwrap(),
+            },
+            anchor: TimeAnchor::new(t0, Timestamp::from_millis(1_000_000)),
+            answered: None,
+        };
+        CallRecordJson::new(
+            &info,
+            &CallEnd::Rejected(488),
+            None,
+            t0 + Duration::from_millis(1500),
+        )
+    }
+
+    #[test]
+    fn the_log_keeps_the_newest_records_up_to_its_capacity() {
+        let log = CallLog::new(3);
+        for i in 0..5 {
+            log.push(record(&format!("c{i}")));
+        }
+        assert_eq!(log.len(), 3);
+        let ids: Vec<_> = log.recent(10).iter().map(|r| r.call_id.clone()).collect();
+        assert_eq!(ids, ["c4", "c3", "c2"]);
+        assert_eq!(log.recent(1)[0].call_id, "c4");
+        assert!(log.get("c0").is_none());
+        assert_eq!(log.get("c2").unwrap().call_id, "c2");
+    }
+
+    #[test]
+    fn a_refused_call_has_its_status_and_times_through_the_anchor() {
+        let r = record("x");
+        assert_eq!(r.outcome, "refused");
+        assert_eq!(r.sip_status, Some(488));
+        assert_eq!(r.transport, "TCP");
+        assert_eq!(r.ended_at, Timestamp::from_millis(1_001_500));
+        assert_eq!(r.hung_up_by, None);
+        let anchor = TimeAnchor::new(Instant::now(), Timestamp::from_millis(10_000));
+        let before = anchor.instant.checked_sub(Duration::from_secs(2)).unwrap();
+        assert_eq!(anchor.wall(before), Timestamp::from_millis(8_000));
+    }
+
+    #[test]
+    fn a_reason_header_the_core_wrote_is_read_back() {
+        let r = reason_from_header(r#"SIP ;cause=408 ;text="No ACK for the 200""#);
+        assert_eq!(r.cause, 408);
+        assert_eq!(r.text, "No ACK for the 200");
+    }
+}

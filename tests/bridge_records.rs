@@ -174,3 +174,17 @@ async fn a_wrong_then_right_id_is_recorded_in_the_api_the_cli_and_the_events_fil
     let ended = lines.last().expect("an ended line");
     assert_eq!(&ended["record"], record);
 }
+
+#[test]
+fn dialin_calls_without_a_running_server_says_how_to_start_one() {
+    let data = tempfile::tempdir().expect("a temporary data folder");
+    let mut command = dialin_command();
+    command.args(["calls", "--data"]).arg(data.path());
+    let output = run_bounded(command);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no dialin server runs") && stderr.contains("dialin serve"),
+        "{stderr}"
+    );
+}
