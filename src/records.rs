@@ -405,7 +405,10 @@ pub enum EventJson {
     Prompt {
         prompt: &'static str,
     },
-    Attempt(AttemptJson),
+    /// Nested: the attempt has its own `at` (when the entry completed).
+    Attempt {
+        attempt: AttemptJson,
+    },
     Joined {
         #[serde(flatten)]
         meeting: MeetingJson,
@@ -438,7 +441,7 @@ impl EventJson {
             EventJson::Answered => "answered",
             EventJson::Digit { .. } => "digit",
             EventJson::Prompt { .. } => "prompt",
-            EventJson::Attempt(_) => "attempt",
+            EventJson::Attempt { .. } => "attempt",
             EventJson::Joined { .. } => "joined",
             EventJson::Left => "left",
             EventJson::Ended { .. } => "ended",
@@ -550,6 +553,43 @@ mod tests {
         let anchor = TimeAnchor::new(Instant::now(), Timestamp::from_millis(10_000));
         let before = anchor.instant.checked_sub(Duration::from_secs(2)).unwrap();
         assert_eq!(anchor.wall(before), Timestamp::from_millis(8_000));
+    }
+
+    #[test]
+    fn an_attempt_event_nests_the_attempt_so_no_key_repeats() {
+        use crate::attendant::KeyPress;
+        let t0 = Instant::now();
+        let anchor = TimeAnchor::new(t0, Timestamp::from_millis(0));
+        let attempt = Attempt {
+            at: t0,
+            keys: vec![KeyPress {
+                digit: Digit::D1,
+                method: DtmfMethod::Info,
+                at: t0,
+            }],
+            cleared: 0,
+            overflow: 0,
+            completed_by: Completion::Pound,
+            result: AttemptResult::Malformed(Malformed::WrongLength { len: 1 }),
+        };
+        let line = EventLine {
+            at: anchor.wall(t0),
+            call_id: "c".into(),
+            event: EventJson::Attempt {
+                attempt: AttemptJson::new(&attempt, &anchor),
+            },
+        };
+        let text = serde_json::to_string(&line).unwrap();
+        assert_eq!(text.matches("\"at\":").count(), 2, "{text}");
+        assert!(
+            text.contains(r#""event":"attempt","attempt":{"at":"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""malformed":"wrong length: 1 digits""#),
+            "{text}"
+        );
+        assert!(text.contains(r#""method":"info""#), "{text}");
     }
 
     #[test]

@@ -162,7 +162,7 @@ async fn a_wrong_then_right_id_is_recorded_in_the_api_the_cli_and_the_events_fil
     let results: Vec<&str> = lines
         .iter()
         .filter(|l| l["event"] == "attempt")
-        .map(|l| l["result"].as_str().unwrap_or_default())
+        .map(|l| l["attempt"]["result"].as_str().unwrap_or_default())
         .collect();
     assert_eq!(results, ["unknown", "accepted"]);
     let prompts: Vec<&str> = lines

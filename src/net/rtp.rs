@@ -254,8 +254,8 @@ pub async fn run_call(
                     }
                     CallEvent::Attempt(attempt) => {
                         let anchor = recorder.info.anchor;
-                        recorder.emit(at, || {
-                            EventJson::Attempt(AttemptJson::new(&attempt, &anchor))
+                        recorder.emit(at, || EventJson::Attempt {
+                            attempt: AttemptJson::new(&attempt, &anchor),
                         });
                     }
                     CallEvent::Join { key, id } => {
