@@ -188,3 +188,16 @@ fn dialin_calls_without_a_running_server_says_how_to_start_one() {
         "{stderr}"
     );
 }
+
+#[test]
+fn dialin_calls_with_no_data_folder_creates_none() {
+    let parent = tempfile::tempdir().expect("a temporary folder");
+    let missing = parent.path().join("nowhere");
+    let mut command = dialin_command();
+    command.args(["calls", "--data"]).arg(&missing);
+    let output = run_bounded(command);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no data folder"), "{stderr}");
+    assert!(!missing.exists(), "the folder was not created");
+}

@@ -49,6 +49,12 @@ pub async fn connect(
             _lock: None,
         });
     }
+    if local == Local::Refuse && !data_path.is_dir() {
+        bail!(
+            "no data folder at {}: give --data with the running server's folder, or --server URL",
+            data_path.display()
+        );
+    }
     let data = DataDir::create(data_path)?;
     match data.try_lock()? {
         Some(_) if local == Local::Refuse => bail!(
