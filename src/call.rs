@@ -32,12 +32,12 @@ use rand::{RngExt, SeedableRng};
 
 use crate::admin::ids::ConferenceId;
 use crate::admin::model::{MeetingId, TenantId, UserId};
-use crate::attendant::{self, CallRecord, Flow, Input, Output};
+use crate::attendant::{self, Attempt, CallRecord, Flow, Input, Output};
 use crate::directory::{IdLookup, Target};
 use crate::media::dtmf::inband::InbandDetector;
 use crate::media::dtmf::info::parse_info;
 use crate::media::dtmf::rfc4733::{EventDetector, EventRtpPacket};
-use crate::media::dtmf::{DtmfMerger, DtmfMethod};
+use crate::media::dtmf::{Digit, DtmfMerger, DtmfMethod};
 use crate::media::g711;
 use crate::media::prompts::{FRAME_DURATION, PromptCatalog, PromptId};
 use crate::media::rtp::{HEADER_LEN, RtpHeader, RtpSender};
@@ -126,6 +126,12 @@ pub enum CallEnd {
 pub enum CallEvent {
     /// The 200 to the INVITE went out.
     Answered,
+    /// A key reached the attendant (after the merger dropped duplicates).
+    Digit { digit: Digit, method: DtmfMethod },
+    /// A prompt started playing (or, muted, timing).
+    PromptStarted(PromptId),
+    /// An entry completed and was judged (the attendant's record of it).
+    Attempt(Box<Attempt>),
     /// Put the caller into this room, then call [`Call::handle_joined`].
     Join { key: MeetingKey, id: ConferenceId },
     /// The caller left the room.
@@ -229,6 +235,8 @@ pub struct Call {
     transmits: VecDeque<SipTransmit>,
     rtp: VecDeque<RtpTransmit>,
     events: VecDeque<CallEvent>,
+    /// Attempts of the record already reported as [`CallEvent::Attempt`].
+    attempts_reported: usize,
     scratch: Vec<i16>,
 }
 
@@ -356,6 +364,7 @@ impl Call {
             transmits: VecDeque::new(),
             rtp: VecDeque::new(),
             events: VecDeque::new(),
+            attempts_reported: 0,
             scratch: Vec::new(),
         };
         call.start(now, invite, source);
@@ -542,6 +551,16 @@ impl Call {
         self.media.is_some()
     }
 
+    /// The INVITE that started the call.
+    pub fn invite(&self) -> &Request {
+        &self.invite
+    }
+
+    /// Where the INVITE came from.
+    pub fn source(&self) -> Source {
+        self.invite_source
+    }
+
     /// The attendant's record, once the call was confirmed.
     pub fn record(&self) -> Option<&CallRecord> {
         self.flow.as_ref().map(Flow::record)
@@ -692,6 +711,10 @@ impl Call {
                         } else if let Some(flow) = self.flow.as_mut() {
                             // Confirmed without media (an ACK answer we
                             // could not use ends the call, so this is rare).
+                            self.events.push_back(CallEvent::Digit {
+                                digit: event.digit,
+                                method: DtmfMethod::Info,
+                            });
                             flow.handle(
                                 now,
                                 Input::Digit {
@@ -996,6 +1019,7 @@ impl Call {
 
     fn start_prompt(&mut self, now: Instant, prompt: PromptId) {
         tracing::debug!(%prompt, "playing");
+        self.events.push_back(CallEvent::PromptStarted(prompt));
         if self.config.mute_prompts || self.media.is_none() {
             self.muted_until = Some((prompt, now + self.prompts.duration(prompt)));
             return;
@@ -1026,6 +1050,10 @@ impl Call {
         if let (Some(media), Some(flow)) = (self.media.as_mut(), self.flow.as_mut()) {
             while let Some(d) = media.merger.poll_output() {
                 tracing::debug!(digit = %d.digit, method = d.method.as_str(), "key");
+                self.events.push_back(CallEvent::Digit {
+                    digit: d.digit,
+                    method: d.method,
+                });
                 flow.handle(
                     now,
                     Input::Digit {
@@ -1039,7 +1067,21 @@ impl Call {
         self.run_flow(now, dir);
     }
 
+    /// Reports the attempts the attendant judged since the last report.
+    fn report_attempts(&mut self) {
+        let Some(flow) = self.flow.as_ref() else {
+            return;
+        };
+        let attempts = &flow.record().attempts;
+        for attempt in attempts.iter().skip(self.attempts_reported) {
+            self.events
+                .push_back(CallEvent::Attempt(Box::new(attempt.clone())));
+        }
+        self.attempts_reported = attempts.len();
+    }
+
     fn run_flow(&mut self, now: Instant, dir: &impl IdLookup) {
+        self.report_attempts();
         for _ in 0..MAX_FLOW_OUTPUTS {
             let Some(output) = self.flow.as_mut().and_then(Flow::poll_output) else {
                 break;
@@ -1124,6 +1166,7 @@ impl Call {
             self.phase = Phase::Ended;
         }
         tracing::info!(?end, "call ended");
+        self.report_attempts();
         self.end = Some(end.clone());
         self.events.push_back(CallEvent::Ended {
             end,
@@ -1213,6 +1256,10 @@ mod tests {
     use crate::sip::message::{self, Message};
 
     const VALID: &str = "7654321";
+    /// An ID a reset revoked (operation 99).
+    const REVOKED: &str = "5550001";
+    /// The organizer's leader PIN: never in a call record.
+    const LEADER_PIN: &str = "90817";
     const PEER: &str = "127.0.0.1:5062";
 
     struct OneId;
@@ -1224,7 +1271,14 @@ mod tests {
                     tenant: 1,
                     organizer: 7,
                     meeting: None,
-                    leader_pin: PinDigits::new("12345"),
+                    leader_pin: PinDigits::new(LEADER_PIN),
+                })
+            } else if id.to_string() == REVOKED {
+                Lookup::Revoked(crate::directory::Revoked {
+                    at: crate::time::Timestamp::from_millis(1_795_000_000_000),
+                    operation: 99,
+                    cause: crate::admin::model::RevocationCause::ResetId,
+                    organizer: 7,
                 })
             } else {
                 Lookup::Unknown
@@ -1454,6 +1508,7 @@ mod tests {
         let later = now + Duration::from_secs(600);
         run_until(&mut call, later);
         assert!(!call.is_ended());
+        let _ = events(&mut call);
         let bye = builder(Method::Bye, 20, "bye", Some(&tag)).to_bytes();
         call.handle_sip(later, &parse_request(&bye), source(), &OneId);
         assert_eq!(statuses(&mut call), vec![200]);
@@ -1481,6 +1536,114 @@ mod tests {
                 .iter()
                 .any(|e| matches!(e, CallEvent::Join { .. }))
         );
+    }
+
+    /// The record of a call with a revoked ID, then an unknown one, then the
+    /// right one, as the bridge writes it: each attempt's digits, method and
+    /// result, the revocation's time and operation, and no leader PIN.
+    #[test]
+    fn the_call_record_json_tells_revoked_from_unknown_and_has_no_pin() {
+        use crate::records::{CallInfo, CallRecordJson, TimeAnchor};
+        let t0 = Instant::now();
+        let anchor = TimeAnchor::new(t0, crate::time::Timestamp::from_millis(1_800_000_000_000));
+        let (mut call, tag) = confirmed(t0);
+        let mut now = t0 + Duration::from_millis(100);
+        let mut cseq = 2;
+        let keys = format!("{REVOKED}#");
+        press_info(&mut call, &mut now, &tag, &keys, &mut cseq);
+        now += Duration::from_millis(500);
+        run_until(&mut call, now);
+        press_info(&mut call, &mut now, &tag, "2222222#", &mut cseq);
+        now += Duration::from_millis(500);
+        run_until(&mut call, now);
+        press_info(&mut call, &mut now, &tag, &format!("{VALID}#"), &mut cseq);
+        now += Duration::from_secs(1);
+        run_until(&mut call, now);
+        let evs = events(&mut call);
+        let digits = evs
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    CallEvent::Digit {
+                        method: DtmfMethod::Info,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(digits, 24, "three entries of 7 digits and #: {evs:?}");
+        let results: Vec<_> = evs
+            .iter()
+            .filter_map(|e| match e {
+                CallEvent::Attempt(a) => Some(a.result.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(results, ["revoked", "unknown", "accepted"]);
+        assert!(evs.contains(&CallEvent::PromptStarted(PromptId::Welcome)));
+        call.handle_joined(now, true, &OneId);
+        run_until(&mut call, now + Duration::from_secs(5));
+        let bye_at = now + Duration::from_secs(5);
+        let bye = builder(Method::Bye, 90, "bye", Some(&tag)).to_bytes();
+        call.handle_sip(bye_at, &parse_request(&bye), source(), &OneId);
+        let (end, record) = events(&mut call)
+            .into_iter()
+            .find_map(|e| match e {
+                CallEvent::Ended { end, record } => Some((end, record)),
+                _ => None,
+            })
+            .expect("the call ended");
+        let info = CallInfo {
+            call_id: call.call_id().to_string(),
+            from: "sip:caller@127.0.0.1".into(),
+            dialed: call.invite().uri_user().map(str::to_string),
+            source: call.source(),
+            anchor,
+            answered: Some(t0),
+        };
+        let json = CallRecordJson::new(&info, &end, record.as_deref(), bye_at);
+        let value = serde_json::to_value(&json).unwrap();
+        let text = value.to_string();
+        assert!(!text.contains(LEADER_PIN), "no leader PIN: {text}");
+        assert!(!text.contains("leader"), "no leader PIN field: {text}");
+        assert_eq!(value["call_id"], "call-1");
+        assert_eq!(value["dialed"], "14255550100");
+        assert_eq!(value["transport"], "UDP");
+        assert_eq!(value["started_at"], "2027-01-15T08:00:00Z");
+        assert_eq!(value["answered_at"], "2027-01-15T08:00:00Z");
+        assert_eq!(value["outcome"], "joined");
+        assert_eq!(value["hung_up_by"], "caller");
+        assert_eq!(value["joined"]["conference_id"], VALID);
+        assert_eq!(value["joined"]["organizer_id"], 7);
+        let attempts = value["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 3);
+        assert_eq!(attempts[0]["digits"], REVOKED);
+        assert_eq!(attempts[0]["method"], "info");
+        assert_eq!(attempts[0]["result"], "revoked");
+        assert_eq!(attempts[0]["conference_id"], REVOKED);
+        assert_eq!(attempts[0]["revoked"]["operation_id"], 99);
+        assert_eq!(attempts[0]["revoked"]["cause"], "reset-id");
+        assert_eq!(
+            attempts[0]["revoked"]["at"],
+            crate::time::Timestamp::from_millis(1_795_000_000_000).to_string()
+        );
+        assert_eq!(attempts[1]["result"], "unknown");
+        assert!(attempts[1].get("revoked").is_none(), "{}", attempts[1]);
+        assert_eq!(attempts[2]["result"], "accepted");
+        assert_eq!(attempts[2]["digits"], VALID);
+        let prompts: Vec<_> = value["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["prompt"].as_str().unwrap())
+            .collect();
+        assert_eq!(prompts.first(), Some(&"welcome"));
+        assert!(prompts.contains(&"not-valid"), "{prompts:?}");
+        assert!(prompts.contains(&"joining"), "{prompts:?}");
+        // The end is the BYE's moment, converted through the anchor.
+        let ended = anchor.wall(bye_at);
+        assert_eq!(value["ended_at"], ended.to_string());
     }
 
     #[test]

@@ -24,6 +24,27 @@ pub enum Command {
     Admin(AdminArgs),
     /// Place one SIP call, press DTMF, and print the prompts heard and the outcome.
     Call(CallArgs),
+    /// List the running bridge's recent calls (newest first).
+    Calls(CallsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CallsArgs {
+    /// The data folder of the running server.
+    #[arg(long, default_value = "./dialin-data", env = "DIALIN_DATA")]
+    pub data: PathBuf,
+    /// Talk to the server at this URL instead (http://HOST:PORT).
+    #[arg(long, env = "DIALIN_SERVER")]
+    pub server: Option<String>,
+    /// The admin token for --server (default: the data folder's admin-token).
+    #[arg(long, env = "DIALIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the call records as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// How many calls, at most.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +118,10 @@ pub struct ServeArgs {
     /// signalling-only load.
     #[arg(long)]
     pub mute_prompts: bool,
+    /// Append every call event (started, answered, digit, prompt, attempt,
+    /// joined, left, ended with the call record) to this file, one JSON line each.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -18,6 +18,8 @@
 //!   attendant, prompt playout and DTMF, as one sans-IO core
 //! - [`caller`]: the SIP caller (UAC) that places test calls, presses DTMF
 //!   and hears prompts (no IO)
+//! - [`records`]: call records and call events as JSON, and the ring of
+//!   recent records the admin API lists
 //! - [`datadir`]: the data folder (store, outbox, token, lock)
 //! - [`net`]: the tokio side: the HTTP admin API, SIP over UDP/TCP, call
 //!   tasks with their RTP sockets, and the server
@@ -35,5 +37,6 @@ pub mod datadir;
 pub mod directory;
 pub mod media;
 pub mod net;
+pub mod records;
 pub mod sip;
 pub mod time;

@@ -22,6 +22,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => dialin::cmd::serve::run(args).await,
             Command::Admin(args) => dialin::cmd::admin::run(args).await,
             Command::Call(args) => dialin::cmd::call::run(args).await,
+            Command::Calls(args) => dialin::cmd::calls::run(args).await,
         }
     });
     match result {

@@ -378,7 +378,7 @@ async fn a_udp_invite_with_a_short_body_gets_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_while_the_bridge_rings_gets_487_and_leaves_no_call() {
-    let bridge = Bridge::start_with(|sip| sip.ring = Duration::from_secs(30)).await;
+    let bridge = Bridge::start_with(|sip| sip.ring = Duration::from_secs(30), None).await;
     let mut config = config(&bridge, "", DtmfMethod::Info);
     config.hang_up = HangUp::CancelAfter(Duration::from_millis(500));
     let report = call(config).await;

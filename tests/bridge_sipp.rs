@@ -254,7 +254,7 @@ async fn invite_with_only_g729_gets_488() {
 
 #[tokio::test]
 async fn an_invite_past_max_calls_gets_503_with_retry_after() {
-    let bridge = Bridge::start_with(|sip| sip.max_calls = 0).await;
+    let bridge = Bridge::start_with(|sip| sip.max_calls = 0, None).await;
     let peer = Peer::new(&bridge).await;
     let uri = format!("sip:+{SERVICE}@{}", bridge.sip);
     let invite = peer
@@ -274,7 +274,7 @@ async fn an_invite_past_max_calls_gets_503_with_retry_after() {
 
 #[tokio::test]
 async fn cancel_while_ringing_gets_200_and_the_invite_487() {
-    let bridge = Bridge::start_with(|sip| sip.ring = Duration::from_secs(30)).await;
+    let bridge = Bridge::start_with(|sip| sip.ring = Duration::from_secs(30), None).await;
     let peer = Peer::new(&bridge).await;
     let uri = format!("sip:+{SERVICE}@{}", bridge.sip);
     let invite = peer

@@ -2,90 +2,25 @@
 //! to the running server or to an in-process router over the data folder,
 //! and prints the answer (as text, or the JSON with `--json`).
 
-use std::sync::Arc;
-
 use anyhow::{Context, bail};
 use hyper::Method;
 use serde_json::{Map, Value, json};
 
-use crate::admin::{Options, Service};
 use crate::cli::*;
-use crate::client::{Client, Payload, segment};
-use crate::datadir::{DataDir, FolderLock};
+use crate::client::{Payload, segment};
 
-/// The client plus what must live as long as it (the folder lock).
-struct Connection {
-    client: Client,
-    _lock: Option<FolderLock>,
-}
-
-async fn connect(args: &AdminArgs) -> anyhow::Result<Connection> {
-    if let Some(url) = &args.server {
-        let token = match &args.token {
-            Some(t) => t.clone(),
-            None => DataDir::existing(&args.data).read_token()?.with_context(|| {
-                format!(
-                    "no admin token: give --token (or DIALIN_TOKEN), or --data with the server's folder \
-                     ({} has no admin-token)",
-                    args.data.display()
-                )
-            })?,
-        };
-        return Ok(Connection {
-            client: Client::remote(url, token)?,
-            _lock: None,
-        });
-    }
-    let data = DataDir::create(&args.data)?;
-    match data.try_lock()? {
-        Some(lock) => {
-            // No server owns the folder: open it here, holding its lock.
-            let token = data.token()?;
-            let (store, outbox) = (data.store_path(), data.outbox_dir());
-            let service = tokio::task::spawn_blocking(move || -> anyhow::Result<Service> {
-                let service = Service::open(&store, outbox, Options::default())?;
-                // Catch up on migrations that came due while no server ran.
-                // Queued emails wait for a server: only it knows the SMTP
-                // relay they may be waiting for.
-                service.run_due_migrations()?;
-                Ok(service)
-            })
-            .await?
-            .with_context(|| format!("opening the data folder {}", data.root().display()))?;
-            let router =
-                crate::net::http::router(Arc::new(service), token.clone(), "local-cli".into());
-            Ok(Connection {
-                client: Client::local(router, token),
-                _lock: Some(lock),
-            })
-        }
-        None => {
-            let Some(info) = data.read_server_info() else {
-                bail!(
-                    "the data folder {} is in use by another dialin process (another admin command, \
-                     or a server that has not published its admin API address yet): try again \
-                     when it is done, or give --server URL",
-                    data.root().display()
-                );
-            };
-            let token = match &args.token {
-                Some(t) => t.clone(),
-                None => data
-                    .read_token()?
-                    .context("the running server's data folder has no admin-token file")?,
-            };
-            Ok(Connection {
-                client: Client::remote(&info.admin_url, token)?,
-                _lock: None,
-            })
-        }
-    }
-}
+use super::connect::{Local, connect};
 
 /// Runs one admin command and prints its answer.
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let (method, path, payload) = request(&args.command)?;
-    let connection = connect(&args).await?;
+    let connection = connect(
+        &args.data,
+        args.server.as_deref(),
+        args.token.as_deref(),
+        Local::Open,
+    )
+    .await?;
     let mut value = connection.client.call(method, &path, payload).await?;
     if let AdminCommand::Meeting(MeetingCommand::List { stale: true, .. }) = &args.command
         && let Value::Array(items) = &mut value

@@ -2,4 +2,6 @@
 
 pub mod admin;
 pub mod call;
+pub mod calls;
+pub mod connect;
 pub mod serve;

@@ -65,6 +65,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     sip.ring = crate::time::parse_duration(&args.ring).map_err(anyhow::Error::msg)?;
     sip.mute_prompts = args.mute_prompts;
     options.sip = Some(sip);
+    options.events = args.events.clone();
     let server = Server::bind(options).await?;
     let addr = server.admin_addr();
     if let Some(sip) = server.sip_addr() {

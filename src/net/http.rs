@@ -24,6 +24,7 @@ use crate::admin::model::NumberKind;
 use crate::admin::service::{EnableRequest, TenantPatch};
 use crate::admin::{AdminError, Service};
 use crate::directory::Lookup;
+use crate::records::CallLog;
 use crate::time::{Timestamp, parse_duration};
 
 #[derive(Clone)]
@@ -32,6 +33,8 @@ struct ApiState {
     token: Arc<str>,
     /// Recorded as the actor of every change made through this router.
     actor: Arc<str>,
+    /// The bridge's records of its last calls.
+    calls: Arc<CallLog>,
 }
 
 /// An error answer.
@@ -86,12 +89,14 @@ const BODY_LIMIT: usize = 2 << 20;
 /// ...but a CSV import may list many users (about 1 million at 64 MiB).
 const IMPORT_LIMIT: usize = 64 << 20;
 
-/// Builds the API router. `actor` names who the changes are recorded as made by.
-pub fn router(service: Arc<Service>, token: String, actor: String) -> Router {
+/// Builds the API router. `actor` names who the changes are recorded as
+/// made by; `calls` holds the bridge's records of its last calls.
+pub fn router(service: Arc<Service>, token: String, actor: String, calls: Arc<CallLog>) -> Router {
     let state = ApiState {
         service,
         token: token.into(),
         actor: actor.into(),
+        calls,
     };
     Router::new()
         .route("/api/tenant", get(tenant_show).patch(tenant_set))
@@ -123,6 +128,8 @@ pub fn router(service: Arc<Service>, token: String, actor: String) -> Router {
         .route("/api/revocations", get(revocation_list))
         .route("/api/directory/check", get(directory_check))
         .route("/api/directory/{id}", get(directory_lookup))
+        .route("/api/calls", get(call_list))
+        .route("/api/calls/{call_id}", get(call_show))
         .route("/api/clock", get(clock_show))
         .route("/api/clock/advance", post(clock_advance))
         .fallback(not_found)
@@ -644,6 +651,39 @@ async fn directory_check(State(s): State<ApiState>) -> ApiResult {
         )
     })
     .await
+}
+
+// ------------------------------------------------------------------ calls
+
+/// How many call records `GET /api/calls` lists without `?limit=`.
+const CALLS_DEFAULT_LIMIT: usize = 100;
+
+async fn call_list(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let q = params(q, &["limit"])?;
+    let limit = match q.get("limit") {
+        Some(text) => number::<usize>("limit", text)?,
+        None => CALLS_DEFAULT_LIMIT,
+    };
+    let records = s.calls.recent(limit);
+    let records: Vec<&crate::records::CallRecordJson> = records.iter().map(|r| &**r).collect();
+    Ok(axum::Json(records).into_response())
+}
+
+async fn call_show(State(s): State<ApiState>, Path(call_id): Path<String>) -> ApiResult {
+    match s.calls.get(&call_id) {
+        Some(record) => Ok(axum::Json(&*record).into_response()),
+        None => Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not-found",
+            message: format!(
+                "no record of a call with Call-ID '{call_id}': the bridge keeps the last {} calls that ended (GET /api/calls lists them)",
+                crate::records::DEFAULT_CAPACITY
+            ),
+        }),
+    }
 }
 
 // ------------------------------------------------------------------ clock

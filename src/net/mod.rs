@@ -3,9 +3,11 @@
 //! - [`http`]: the HTTP admin API
 //! - [`sip`]: SIP over UDP and TCP, the router to calls, stateless answers
 //! - [`rtp`]: a call's task (its SIP inbox, RTP socket and timers) and RTP ports
+//! - [`events`]: the events file writer (`--events FILE`)
 //! - [`server`]: `dialin serve`: the data folder, the admin API and the SIP side
 
 pub mod caller;
+pub mod events;
 pub mod http;
 pub mod rtp;
 pub mod server;

@@ -21,8 +21,12 @@ use tokio::time::Instant;
 
 use crate::call::{Call, CallEnd, CallEvent, MeetingKey};
 use crate::directory::Directory;
-use crate::sip::message::{Request, Response};
+use crate::records::{
+    AttemptJson, CallInfo, CallLog, CallRecordJson, EventJson, EventLine, MeetingJson, TimeAnchor,
+};
+use crate::sip::message::{Request, Response, SipHeaders};
 
+use super::events::EventSink;
 use super::sip::Outbound;
 use crate::call::Source;
 
@@ -135,6 +139,14 @@ pub struct CallShared {
     pub join_signal: tokio::sync::Notify,
     /// Calls the bridge ended with its own BYE, since start.
     pub bridge_hangups: AtomicU64,
+    /// The records of the last calls (`GET /api/calls`).
+    pub log: Arc<CallLog>,
+    /// The events file, when `--events` was given.
+    pub events: Option<EventSink>,
+    /// Calls that ended (their record is in `log`), since start.
+    pub ended: AtomicU64,
+    /// Woken at every end, for whoever waits on the monitor.
+    pub end_signal: tokio::sync::Notify,
 }
 
 fn now() -> std::time::Instant {
@@ -148,14 +160,61 @@ async fn recv_rtp(socket: &Option<UdpSocket>, buf: &mut [u8]) -> io::Result<usiz
     }
 }
 
-/// Runs one call until it is finished. `number` names the call in the roster.
+/// What a call task knows for the record and the events file.
+struct Recorder {
+    info: CallInfo,
+    events: Option<EventSink>,
+}
+
+impl Recorder {
+    fn new(call: &Call, anchor: TimeAnchor, events: Option<EventSink>) -> Recorder {
+        let invite = call.invite();
+        let info = CallInfo {
+            call_id: call.call_id().to_string(),
+            from: invite.from().map(|n| n.uri.to_string()).unwrap_or_default(),
+            dialed: invite
+                .uri_user()
+                .map(|u| u.split(';').next().unwrap_or_default().to_string()),
+            source: call.source(),
+            anchor,
+            answered: None,
+        };
+        Recorder { info, events }
+    }
+
+    fn emit(&self, at: std::time::Instant, event: impl FnOnce() -> EventJson) {
+        if let Some(sink) = &self.events {
+            sink.send(EventLine {
+                at: self.info.anchor.wall(at),
+                call_id: self.info.call_id.clone(),
+                event: event(),
+            });
+        }
+    }
+
+    fn started(&self) {
+        let info = &self.info;
+        self.emit(info.anchor.instant, || EventJson::Started {
+            from: info.from.clone(),
+            dialed: info.dialed.clone(),
+            source: info.source.addr.to_string(),
+            transport: info.source.transport_name(),
+        });
+    }
+}
+
+/// Runs one call until it is finished. `number` names the call in the
+/// roster; `anchor` is when the INVITE arrived, in both clocks.
 pub async fn run_call(
     mut call: Call,
     socket: UdpSocket,
     mut inbox: mpsc::Receiver<CallInput>,
     shared: Arc<CallShared>,
     number: u64,
+    anchor: TimeAnchor,
 ) {
+    let mut recorder = Recorder::new(&call, anchor, shared.events.clone());
+    recorder.started();
     let mut socket = Some(socket);
     let mut buf = vec![0u8; 2048];
     let mut inbox_open = true;
@@ -181,22 +240,55 @@ pub async fn run_call(
             }
             while let Some(event) = call.poll_event() {
                 progressed = true;
+                let at = now();
                 match event {
-                    CallEvent::Answered => {}
+                    CallEvent::Answered => {
+                        recorder.info.answered = Some(at);
+                        recorder.emit(at, || EventJson::Answered);
+                    }
+                    CallEvent::Digit { digit, method } => {
+                        recorder.emit(at, || EventJson::digit(digit, method));
+                    }
+                    CallEvent::PromptStarted(prompt) => {
+                        recorder.emit(at, || EventJson::prompt(prompt));
+                    }
+                    CallEvent::Attempt(attempt) => {
+                        let anchor = recorder.info.anchor;
+                        recorder.emit(at, || EventJson::Attempt {
+                            attempt: AttemptJson::new(&attempt, &anchor),
+                        });
+                    }
                     CallEvent::Join { key, id } => {
                         let alone = shared.roster.join(key, number);
                         shared.joined.fetch_add(1, Ordering::Relaxed);
                         shared.join_signal.notify_waiters();
                         room = Some(key);
                         tracing::info!(%id, alone, "in the meeting");
-                        call.handle_joined(now(), alone, &*shared.directory);
+                        recorder.emit(at, || EventJson::Joined {
+                            meeting: MeetingJson {
+                                conference_id: id,
+                                tenant: key.tenant,
+                                organizer_id: key.organizer,
+                                meeting_id: key.meeting,
+                            },
+                            alone,
+                        });
+                        call.handle_joined(at, alone, &*shared.directory);
                     }
                     CallEvent::Left { key } => {
                         shared.roster.leave(key, number);
                         room = None;
+                        recorder.emit(at, || EventJson::Left);
                     }
-                    CallEvent::Ended { end, .. } => {
+                    CallEvent::Ended { end, record } => {
                         tracing::info!(?end, "ended");
+                        let json = CallRecordJson::new(&recorder.info, &end, record.as_deref(), at);
+                        recorder.emit(at, || EventJson::Ended {
+                            record: Box::new(json.clone()),
+                        });
+                        shared.log.push(json);
+                        shared.ended.fetch_add(1, Ordering::Release);
+                        shared.end_signal.notify_waiters();
                         if matches!(end, CallEnd::BridgeHungUp(_)) {
                             shared.bridge_hangups.fetch_add(1, Ordering::Relaxed);
                         }
@@ -282,6 +374,27 @@ impl BridgeMonitor {
             }
             signal.await;
         }
+    }
+
+    /// Calls that ended since the bridge started (their records are listed).
+    pub fn ended_total(&self) -> u64 {
+        self.0.ended.load(Ordering::Acquire)
+    }
+
+    /// Waits until at least `n` calls have ended since the bridge started.
+    pub async fn ended_at_least(&self, n: u64) {
+        loop {
+            let signal = self.0.end_signal.notified();
+            if self.ended_total() >= n {
+                return;
+            }
+            signal.await;
+        }
+    }
+
+    /// The records of the last calls, newest first.
+    pub fn records(&self) -> &Arc<CallLog> {
+        &self.0.log
     }
 
     /// Calls the bridge hung up on (BYE with a Reason) since it started.

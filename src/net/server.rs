@@ -19,6 +19,9 @@ use crate::admin::{Options, Service};
 use crate::datadir::{DataDir, FolderLock, ServerInfo};
 use crate::time::{Clock, SystemClock};
 
+use crate::records::CallLog;
+
+use super::events::EventWriter;
 use super::sip::{SipOptions, SipServer};
 
 #[derive(Debug, Clone)]
@@ -31,6 +34,8 @@ pub struct ServeOptions {
     pub tick: Duration,
     /// The SIP bridge; `None` serves the admin API only.
     pub sip: Option<SipOptions>,
+    /// Append every call event to this file as a JSON line.
+    pub events: Option<PathBuf>,
 }
 
 impl ServeOptions {
@@ -42,6 +47,7 @@ impl ServeOptions {
             clock: Arc::new(SystemClock),
             tick: Duration::from_secs(1),
             sip: None,
+            events: None,
         }
     }
 }
@@ -54,6 +60,9 @@ pub struct Server {
     token: String,
     tick: Duration,
     sip: Option<SipServer>,
+    /// The records of the last calls, shared by the bridge and the admin API.
+    calls: Arc<CallLog>,
+    events: Option<EventWriter>,
     _lock: FolderLock,
 }
 
@@ -90,8 +99,20 @@ impl Server {
             tracing::warn!(%addr, "the admin API listens beyond loopback without TLS: put it behind a TLS proxy");
         }
         let service = Arc::new(service);
+        let calls = Arc::new(CallLog::default());
+        let (sink, events) = match &options.events {
+            Some(path) => {
+                let (sink, writer) = super::events::open(path).await?;
+                (Some(sink), Some(writer))
+            }
+            None => (None, None),
+        };
         let sip = match options.sip {
-            Some(sip) => Some(SipServer::bind(sip, service.clone()).await?),
+            Some(mut sip) => {
+                sip.log = calls.clone();
+                sip.events = sink;
+                Some(SipServer::bind(sip, service.clone()).await?)
+            }
             None => None,
         };
         data.write_server_info(&ServerInfo {
@@ -105,6 +126,8 @@ impl Server {
             token,
             tick: options.tick,
             sip,
+            calls,
+            events,
             _lock: lock,
         })
     }
@@ -133,6 +156,11 @@ impl Server {
         &self.token
     }
 
+    /// The records of the last calls.
+    pub fn calls(&self) -> &Arc<CallLog> {
+        &self.calls
+    }
+
     /// Serves until `shutdown` resolves, then releases the data folder.
     pub async fn run(
         self,
@@ -142,6 +170,7 @@ impl Server {
             self.service.clone(),
             self.token.clone(),
             "admin-token".into(),
+            self.calls.clone(),
         );
         let ticker = tokio::spawn(run_ticker(self.service.clone(), self.tick));
         // One trigger, two listeners: the SIP side drains its calls while
@@ -168,9 +197,15 @@ impl Server {
             None => Ok(()),
         };
         ticker.abort();
+        // After the calls: their last events are queued by now.
+        let events_result = match self.events {
+            Some(writer) => writer.finish().await,
+            None => Ok(()),
+        };
         self.data.remove_server_info();
         served.context("serving the admin API")?;
-        sip_result.context("serving SIP")
+        sip_result.context("serving SIP")?;
+        events_result
     }
 }
 

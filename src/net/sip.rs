@@ -33,6 +33,9 @@ use crate::sip::framing::{FrameError, Limits, StreamFramer, check_datagram};
 use crate::sip::message::{self, Message, Method, Request, SipHeaders};
 use crate::sip::transaction::{TimerConfig, Transport};
 
+use crate::records::{CallLog, TimeAnchor};
+
+use super::events::EventSink;
 use super::rtp::{BridgeMonitor, CallInput, CallShared, Roster, RtpPorts, run_call};
 
 /// A call's inbox: SIP routed to it. Full means the call is far behind; a
@@ -63,6 +66,10 @@ pub struct SipOptions {
     pub drain: Duration,
     /// Ring (180 Ringing) this long before answering; zero answers at once.
     pub ring: Duration,
+    /// Where ended calls' records go (shared with the admin API).
+    pub log: Arc<CallLog>,
+    /// The events file, if any.
+    pub events: Option<EventSink>,
 }
 
 impl SipOptions {
@@ -77,6 +84,8 @@ impl SipOptions {
             attendant: attendant::Config::default(),
             drain: Duration::from_secs(5),
             ring: Duration::ZERO,
+            log: Arc::new(CallLog::default()),
+            events: None,
         }
     }
 }
@@ -160,6 +169,10 @@ impl SipServer {
                         joined: AtomicU64::new(0),
                         join_signal: tokio::sync::Notify::new(),
                         bridge_hangups: AtomicU64::new(0),
+                        log: options.log.clone(),
+                        events: options.events.clone(),
+                        ended: AtomicU64::new(0),
+                        end_signal: tokio::sync::Notify::new(),
                     });
                     return Ok(SipServer {
                         shared,
@@ -533,10 +546,12 @@ impl Router {
             seed: rand::rng().random(),
         };
         let span = tracing::info_span!("call", call_id = %call_id);
+        let started = tokio::time::Instant::now().into_std();
+        let anchor = TimeAnchor::new(started, std::time::SystemTime::now().into());
         let call = span.in_scope(|| {
             tracing::info!(from = %source.addr, uri = request.uri(), "INVITE");
             Call::new(
-                tokio::time::Instant::now().into_std(),
+                started,
                 &request,
                 source,
                 config,
@@ -549,7 +564,7 @@ impl Router {
         let shared = self.shared.clone();
         self.tasks.spawn(
             async move {
-                run_call(call, socket, rx, shared, number).await;
+                run_call(call, socket, rx, shared, number, anchor).await;
                 call_id
             }
             .instrument(span),

@@ -2,6 +2,7 @@
 //! ephemeral SIP and RTP ports and its own data folder.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,9 @@ pub const DEADLINE: Duration = Duration::from_secs(40);
 
 pub struct Bridge {
     pub sip: SocketAddr,
+    /// The admin API and its token.
+    pub admin: SocketAddr,
+    pub token: String,
     pub service: Arc<Service>,
     pub monitor: BridgeMonitor,
     stop: Option<oneshot::Sender<()>>,
@@ -29,11 +33,19 @@ pub struct Bridge {
 
 impl Bridge {
     pub async fn start() -> Bridge {
-        Self::start_with(|_| {}).await
+        Bridge::start_with(|_| {}, None).await
+    }
+
+    /// A bridge that appends its call events to `events` (`--events FILE`).
+    pub async fn start_with_events(events: Option<PathBuf>) -> Bridge {
+        Bridge::start_with(|_| {}, events).await
     }
 
     /// Starts a bridge whose SIP options `configure` adjusts first.
-    pub async fn start_with(configure: impl FnOnce(&mut SipOptions)) -> Bridge {
+    pub async fn start_with(
+        configure: impl FnOnce(&mut SipOptions),
+        events: Option<PathBuf>,
+    ) -> Bridge {
         let data = tempfile::tempdir().expect("a temporary data folder");
         let mut options = ServeOptions::new(data.path().to_path_buf());
         options.admin = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -42,22 +54,32 @@ impl Bridge {
         sip.rtp_ports = 0..=0;
         configure(&mut sip);
         options.sip = Some(sip);
+        options.events = events;
         let server = Server::bind(options).await.expect("the bridge binds");
         let sip = server.sip_addr().expect("SIP was configured");
         let monitor = server.bridge().expect("SIP was configured");
         let service = server.service().clone();
+        let admin = server.admin_addr();
+        let token = server.token().to_string();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
         Bridge {
             sip,
+            admin,
+            token,
             service,
             monitor,
             stop: Some(stop),
             task: Some(task),
             _data: data,
         }
+    }
+
+    /// The data folder (its `server.json` leads the CLI to this bridge).
+    pub fn data(&self) -> &Path {
+        self._data.path()
     }
 
     /// Enables a user (a hand-set ID when given) and returns their conference ID.
