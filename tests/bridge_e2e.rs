@@ -5,58 +5,17 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::bridge::{Bridge, DEADLINE};
-use dialin::caller::{CallReport, DtmfPlan, HangUp, Outcome, Party};
+use common::bridge::{Bridge, DEADLINE, NUMBER, assert_joined, call, call_config};
+use dialin::caller::{HangUp, Outcome, Party};
 use dialin::media::dtmf::DtmfMethod;
 use dialin::media::prompts::PromptId;
-use dialin::net::caller::{CallConfig, place_call};
-
-static SEED: AtomicU64 = AtomicU64::new(1);
-
-/// The default tenant's toll number.
-const NUMBER: &str = "+14255550100";
-
-fn config(bridge: &Bridge, number: &str, digits: &str, method: DtmfMethod) -> CallConfig {
-    let mut config = CallConfig::new(format!("sip:{number}@{}", bridge.sip));
-    config.remote = Some(bridge.sip);
-    config.dtmf = DtmfPlan::parse(digits, method).expect("valid digits");
-    // Long enough after "joining" to hear "you are the first person".
-    config.hang_up = HangUp::AfterJoined(Duration::from_millis(2500));
-    config.timeout = DEADLINE;
-    // Each call its own seed: the seed makes the Call-ID.
-    config.seed = Some(SEED.fetch_add(1, Ordering::Relaxed));
-    config
-}
-
-async fn call(config: CallConfig) -> CallReport {
-    tokio::time::timeout(DEADLINE, place_call(config, std::future::pending::<()>()))
-        .await
-        .expect("the call ends within the deadline")
-        .expect("the call ran")
-}
-
-fn assert_joined(report: &CallReport) {
-    assert_eq!(report.outcome, Outcome::Completed, "{report}");
-    assert_eq!(
-        report.hung_up_by,
-        Some(Party::Caller),
-        "we hung up, the bridge kept us: {report}"
-    );
-    let prompts = report.prompt_ids();
-    assert_eq!(
-        prompts,
-        vec![PromptId::Welcome, PromptId::Joining, PromptId::FirstPerson],
-        "{report}"
-    );
-}
 
 async fn joins_with(method: DtmfMethod) {
     let bridge = Bridge::start().await;
     let id = bridge.enable("alice@contoso.com", None).await;
-    let report = call(config(&bridge, NUMBER, &format!("{id}#"), method)).await;
+    let report = call(call_config(&bridge, NUMBER, &format!("{id}#"), method)).await;
     assert_joined(&report);
     assert_eq!(report.digit_text(), format!("{id}#"));
     assert!(report.digits.iter().all(|d| d.method == method), "{report}");
@@ -84,7 +43,7 @@ async fn three_wrong_ids_end_with_goodbye_and_a_bye_with_reason() {
     let bridge = Bridge::start().await;
     bridge.enable("alice@contoso.com", Some("7654321")).await;
     let digits = "1111111#,,,,2222222#,,,,3333333#";
-    let mut config = config(&bridge, NUMBER, digits, DtmfMethod::Rfc4733);
+    let mut config = call_config(&bridge, NUMBER, digits, DtmfMethod::Rfc4733);
     config.hang_up = HangUp::WaitForBye;
     let report = call(config).await;
     assert_eq!(report.hung_up_by, Some(Party::Bridge), "{report}");
@@ -113,7 +72,7 @@ async fn a_reset_rejects_the_old_id_at_once_and_leaves_a_joined_call_up() {
     let old = bridge.enable("alice@contoso.com", None).await;
 
     // A caller joins with the ID and stays for a while.
-    let mut long = config(&bridge, NUMBER, &format!("{old}#"), DtmfMethod::Info);
+    let mut long = call_config(&bridge, NUMBER, &format!("{old}#"), DtmfMethod::Info);
     // Stays well past the second caller's join (about 8 s after this one's).
     long.hang_up = HangUp::AfterJoined(Duration::from_secs(10));
     let in_meeting = tokio::spawn(call(long));
@@ -133,7 +92,7 @@ async fn a_reset_rejects_the_old_id_at_once_and_leaves_a_joined_call_up() {
 
     // A second caller with the old ID is turned away, then joins with the
     // new one: the same meeting room, so not "you are the first person".
-    let late = call(config(
+    let late = call(call_config(
         &bridge,
         NUMBER,
         &format!("{old}#,,,,{new}#"),
@@ -157,7 +116,7 @@ async fn a_reset_rejects_the_old_id_at_once_and_leaves_a_joined_call_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_number_that_is_not_the_tenants_gets_404() {
     let bridge = Bridge::start().await;
-    let report = call(config(&bridge, "+19995550123", "", DtmfMethod::Info)).await;
+    let report = call(call_config(&bridge, "+19995550123", "", DtmfMethod::Info)).await;
     match &report.outcome {
         Outcome::Rejected { status, .. } => assert_eq!(*status, 404, "{report}"),
         other => panic!("expected a 404, got {other}: {report}"),

@@ -12,55 +12,24 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::time::Duration;
 
-use common::bridge::{Bridge, DEADLINE};
-use dialin::caller::{CallReport, Direction, DtmfPlan, HangUp, Outcome, Party, Transport};
+use common::bridge::{Bridge, DEADLINE, NUMBER, assert_joined, call, call_config};
+use dialin::caller::{CallReport, Direction, HangUp, Outcome, Party, Transport};
 use dialin::media::dtmf::DtmfMethod;
 use dialin::media::prompts::PromptId;
 use dialin::net::caller::{CallConfig, LossPattern, place_call};
 use dialin::sip::message::{self, Message, Method, RequestBuilder, SipHeaders};
 use tokio::net::UdpSocket;
 
-/// Seeds apart from tests/bridge_e2e.rs's (each seed makes a Call-ID).
-static SEED: AtomicU64 = AtomicU64::new(1_000);
-
-/// The default tenant's toll number.
-const NUMBER: &str = "+14255550100";
-
 /// How long to wait for one expected datagram.
 const WAIT: Duration = Duration::from_secs(10);
 
 fn config(bridge: &Bridge, digits: &str, method: DtmfMethod) -> CallConfig {
-    let mut config = CallConfig::new(format!("sip:{NUMBER}@{}", bridge.sip));
-    config.remote = Some(bridge.sip);
-    config.dtmf = DtmfPlan::parse(digits, method).expect("valid digits");
-    // Long enough after "joining" to hear "you are the first person".
-    config.hang_up = HangUp::AfterJoined(Duration::from_millis(2500));
-    config.timeout = DEADLINE;
-    config.seed = Some(SEED.fetch_add(1, Ordering::Relaxed));
-    config
+    call_config(bridge, NUMBER, digits, method)
 }
 
-async fn call(config: CallConfig) -> CallReport {
-    tokio::time::timeout(DEADLINE, place_call(config, std::future::pending::<()>()))
-        .await
-        .expect("the call ends within the deadline")
-        .expect("the call ran")
-}
-
-fn assert_joined(report: &CallReport) {
-    assert_eq!(report.outcome, Outcome::Completed, "{report}");
-    assert_eq!(report.hung_up_by, Some(Party::Caller), "{report}");
-    assert_eq!(
-        report.prompt_ids(),
-        vec![PromptId::Welcome, PromptId::Joining, PromptId::FirstPerson],
-        "{report}"
-    );
-}
-
-/// How many ladder lines this side sent (or received) that start with `start`.
 fn count(report: &CallReport, direction: Direction, start: &str) -> usize {
     report
         .ladder

@@ -4,11 +4,16 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dialin::admin::Service;
 use dialin::admin::service::EnableRequest;
+use dialin::caller::{CallReport, DtmfPlan, HangUp, Outcome, Party};
+use dialin::media::dtmf::DtmfMethod;
 use dialin::media::prompts::PromptCatalog;
+use dialin::media::prompts::PromptId;
+use dialin::net::caller::{CallConfig, place_call};
 use dialin::net::rtp::BridgeMonitor;
 use dialin::net::server::{ServeOptions, Server};
 use dialin::net::sip::SipOptions;
@@ -18,6 +23,50 @@ use tokio::task::JoinHandle;
 
 /// How long one call, SIPp run or expected datagram may take.
 pub const DEADLINE: Duration = Duration::from_secs(40);
+
+/// The default tenant's toll number.
+pub const NUMBER: &str = "+14255550100";
+
+/// Each call its own seed: the seed makes the Call-ID, and two calls with
+/// one Call-ID would be one call to the bridge.
+static SEED: AtomicU64 = AtomicU64::new(1);
+
+/// A call from the project's caller to `number` at the bridge, pressing
+/// `digits` by `method` once the welcome prompt plays, and hanging up long
+/// enough after "joining" to hear "you are the first person".
+pub fn call_config(bridge: &Bridge, number: &str, digits: &str, method: DtmfMethod) -> CallConfig {
+    let mut config = CallConfig::new(format!("sip:{number}@{}", bridge.sip));
+    config.remote = Some(bridge.sip);
+    config.dtmf = DtmfPlan::parse(digits, method).expect("valid digits");
+    config.hang_up = HangUp::AfterJoined(Duration::from_millis(2500));
+    config.timeout = DEADLINE;
+    config.seed = Some(SEED.fetch_add(1, Ordering::Relaxed));
+    config
+}
+
+/// Places the call, bounded by the deadline.
+pub async fn call(config: CallConfig) -> CallReport {
+    tokio::time::timeout(DEADLINE, place_call(config, std::future::pending::<()>()))
+        .await
+        .expect("the call ends within the deadline")
+        .expect("the call ran")
+}
+
+/// The caller joined, heard welcome, joining and first person, and hung up
+/// itself (the bridge kept it in the meeting).
+pub fn assert_joined(report: &CallReport) {
+    assert_eq!(report.outcome, Outcome::Completed, "{report}");
+    assert_eq!(
+        report.hung_up_by,
+        Some(Party::Caller),
+        "we hung up, the bridge kept us: {report}"
+    );
+    assert_eq!(
+        report.prompt_ids(),
+        vec![PromptId::Welcome, PromptId::Joining, PromptId::FirstPerson],
+        "{report}"
+    );
+}
 
 pub struct Bridge {
     pub sip: SocketAddr,
