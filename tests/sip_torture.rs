@@ -181,6 +181,32 @@ fn dblreq_extra_octets_after_the_body_are_ignored() {
 }
 
 #[test]
+fn mpart01_binary_multipart_body_is_taken_byte_for_byte() {
+    let raw = load("mpart01");
+    let r = request("mpart01");
+    assert_eq!(r.method(), &Method::Other("MESSAGE".into()));
+    assert!(
+        r.content_type()
+            .is_some_and(|t| t.starts_with("multipart/mixed")),
+        "{:?}",
+        r.content_type()
+    );
+    let declared: usize = r
+        .header("Content-Length")
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a Content-Length");
+    assert_eq!(r.body().len(), declared);
+    assert!(
+        raw.ends_with(r.body()),
+        "the body is the message's last bytes, unchanged"
+    );
+    assert!(
+        r.body().contains(&0),
+        "the NULs of the binary part are kept"
+    );
+}
+
+#[test]
 fn semiuri_user_part_with_semicolon() {
     let r = request("semiuri");
     assert_eq!(r.uri_user(), Some("user;par=u%40example.net"));
