@@ -1094,3 +1094,27 @@ fn a_provider_conflict_names_both_providers() {
         "{err}"
     );
 }
+
+#[test]
+fn the_bridges_copy_of_the_dial_in_numbers_follows_every_commit() {
+    let b = open();
+    let listed = |svc: &Service| -> Vec<String> {
+        svc.dial_in_numbers()
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
+    };
+    assert_eq!(listed(&b.svc), vec!["+14255550100"]);
+    let added: PhoneNumber = "+18005550100".parse().unwrap();
+    b.svc
+        .add_number(ADMIN, added.clone(), NumberKind::TollFree, false)
+        .unwrap();
+    assert_eq!(listed(&b.svc), vec!["+14255550100", "+18005550100"]);
+    b.svc
+        .remove_number(ADMIN, &"+14255550100".parse().unwrap())
+        .unwrap();
+    assert_eq!(listed(&b.svc), vec!["+18005550100"]);
+    // A refused change leaves the copy as it was.
+    assert!(b.svc.remove_number(ADMIN, &added).is_err());
+    assert_eq!(listed(&b.svc), vec!["+18005550100"]);
+}

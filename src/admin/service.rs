@@ -12,7 +12,7 @@
 //! `spawn_blocking`. Emails are delivered after the lock is released.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -60,6 +60,9 @@ pub struct Service {
     inner: Mutex<Inner>,
     /// One delivery pass at a time, so a queued email is not sent twice.
     delivery: Mutex<()>,
+    /// The tenant's dial-in numbers, for the bridge's check of each INVITE
+    /// without a store read; replaced under the write lock after a commit.
+    numbers: RwLock<Arc<[PhoneNumber]>>,
     /// A second connection for WAL checkpoints, so their fsyncs run beside
     /// commits instead of inside one, under the write lock.
     checkpointer: Mutex<Connection>,
@@ -262,6 +265,16 @@ struct Tx<'a> {
     operation: Option<OperationId>,
     changes: Vec<Change>,
     emails: Vec<EmailId>,
+    /// The tenant's dial-in numbers, when this operation changed them.
+    numbers: Option<Arc<[PhoneNumber]>>,
+}
+
+fn number_list(tenant: &Tenant) -> Arc<[PhoneNumber]> {
+    tenant
+        .dial_in_numbers
+        .iter()
+        .map(|n| n.number.clone())
+        .collect()
 }
 
 impl Tx<'_> {
@@ -710,6 +723,7 @@ impl Service {
             None => rand::make_rng(),
         };
         Ok(Service {
+            numbers: RwLock::new(number_list(&store::load_tenant(&conn, tenant_id)?)),
             inner: Mutex::new(Inner { conn, rng }),
             checkpointer: Mutex::new(store::open(store_path)?),
             delivery: Mutex::new(()),
@@ -730,6 +744,14 @@ impl Service {
             .unwrap_or_else(PoisonError::into_inner);
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
         Ok(())
+    }
+
+    /// The tenant's dial-in numbers as of the last commit (no store read).
+    pub fn dial_in_numbers(&self) -> Arc<[PhoneNumber]> {
+        self.numbers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The directory the bridge reads.
@@ -783,12 +805,17 @@ impl Service {
                 operation: None,
                 changes: Vec::new(),
                 emails: Vec::new(),
+                numbers: None,
             };
             out = f(&mut tx)?;
             let mut changes = std::mem::take(&mut tx.changes);
             emails = std::mem::take(&mut tx.emails);
+            let numbers = tx.numbers.take();
             drop(tx);
             conn.commit()?;
+            if let Some(numbers) = numbers {
+                *self.numbers.write().unwrap_or_else(PoisonError::into_inner) = numbers;
+            }
             // Revocations first: an old ID is rejected before its successor works.
             changes.sort_by_key(|c| matches!(c, Change::Activate(..)));
             self.directory.apply(&changes);
@@ -994,7 +1021,9 @@ impl Service {
             });
             tx.operation(None)?;
             store::set_numbers(tx.conn, tx.tenant.id, &numbers)?;
-            store::load_tenant(tx.conn, tx.tenant.id)
+            let tenant = store::load_tenant(tx.conn, tx.tenant.id)?;
+            tx.numbers = Some(number_list(&tenant));
+            Ok(tenant)
         })
     }
 
@@ -1020,7 +1049,9 @@ impl Service {
                 "UPDATE users SET default_service_number = NULL WHERE default_service_number = ?1",
                 [number.as_str()],
             )?;
-            store::load_tenant(tx.conn, tx.tenant.id)
+            let tenant = store::load_tenant(tx.conn, tx.tenant.id)?;
+            tx.numbers = Some(number_list(&tenant));
+            Ok(tenant)
         })
     }
 
