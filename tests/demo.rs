@@ -19,10 +19,11 @@ fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String
     })
 }
 
-#[test]
-fn the_fast_demo_tells_the_whole_reset_story_and_exits_0() {
+/// Runs `dialin ARGS…` to its end (killed after the deadline) and returns
+/// its exit status, stdout and stderr.
+fn run_dialin(args: &[&str]) -> (std::process::ExitStatus, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dialin"))
-        .args(["demo", "--fast"])
+        .args(args)
         .env("DIALIN_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -37,17 +38,23 @@ fn the_fast_demo_tells_the_whole_reset_story_and_exits_0() {
         let _ = done.send(child.wait());
     });
     let status = match exited.recv_timeout(DEADLINE) {
-        Ok(status) => status.expect("the demo can be waited for"),
+        Ok(status) => status.expect("dialin can be waited for"),
         Err(_) => {
             // Our own child, by its id.
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             let _ = exited.recv_timeout(Duration::from_secs(10));
             let out = stdout.join().unwrap_or_default();
-            panic!("the demo did not finish within {DEADLINE:?}; its output so far:\n{out}");
+            panic!("dialin {args:?} did not finish within {DEADLINE:?}; its output so far:\n{out}");
         }
     };
     let out = stdout.join().expect("stdout was read");
     let err = stderr.join().expect("stderr was read");
+    (status, out, err)
+}
+
+#[test]
+fn the_fast_demo_tells_the_whole_reset_story_and_exits_0() {
+    let (status, out, err) = run_dialin(&["demo", "--fast"]);
     assert!(status.success(), "exit {status}\n{out}\n{err}");
 
     for step in 1..=8 {
@@ -81,4 +88,29 @@ fn the_fast_demo_tells_the_whole_reset_story_and_exits_0() {
         "{out}"
     );
     assert!(out.contains("All 8 steps saw what they expected."), "{out}");
+}
+
+/// A step that does not see what it expects says so and fails the demo:
+/// here a dynamic-only tenant gives Alice no static ID to reset.
+#[test]
+fn a_step_that_sees_something_else_prints_expected_and_seen_and_exits_non_zero() {
+    let data = tempfile::tempdir().expect("a temporary data folder");
+    let folder = data.path().to_str().expect("a UTF-8 path");
+    let (status, out, err) = run_dialin(&[
+        "admin",
+        "--data",
+        folder,
+        "tenant",
+        "set",
+        "--conference-id-mode",
+        "dynamic-only",
+    ]);
+    assert!(status.success(), "{out}\n{err}");
+    let (status, out, err) = run_dialin(&["demo", "--fast", "--data", folder]);
+    assert!(!status.success(), "{out}\n{err}");
+    assert!(out.contains("Step 2. "), "{out}");
+    assert!(!out.contains("Step 3. "), "{out}");
+    assert!(out.contains("FAILED: expected a conference ID"), "{out}");
+    assert!(out.contains("saw      none"), "{out}");
+    assert!(err.contains("step 2 failed"), "{err}");
 }
