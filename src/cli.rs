@@ -26,6 +26,27 @@ pub enum Command {
     Call(CallArgs),
     /// List the running bridge's recent calls (newest first).
     Calls(CallsArgs),
+    /// Tell the conference ID reset story on a live in-process bridge, step
+    /// by step, for an audience (`--fast` for CI).
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// No pauses between steps (calls still take their real time).
+    #[arg(long)]
+    pub fast: bool,
+    /// Keep the bridge's data folder here (default: a temporary folder,
+    /// removed at the end).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Where the demo bridge's SIP listens (port 0: any free port), e.g. a
+    /// fixed port to dial in with a softphone during the demo.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub sip: SocketAddr,
+    /// Where the demo bridge's admin API listens (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub admin: SocketAddr,
 }
 
 #[derive(Debug, Args)]

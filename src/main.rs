@@ -23,6 +23,7 @@ fn main() -> std::process::ExitCode {
             Command::Admin(args) => dialin::cmd::admin::run(args).await,
             Command::Call(args) => dialin::cmd::call::run(args).await,
             Command::Calls(args) => dialin::cmd::calls::run(args).await,
+            Command::Demo(args) => dialin::cmd::demo::run(args).await,
         }
     });
     match result {

@@ -4,4 +4,5 @@ pub mod admin;
 pub mod call;
 pub mod calls;
 pub mod connect;
+pub mod demo;
 pub mod serve;
