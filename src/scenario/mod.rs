@@ -72,7 +72,6 @@ pub struct Scenario {
 
 impl Scenario {
     /// Parses and checks `text`; `file` names it in errors.
-    #[allow(clippy::should_implement_trait)] // it needs the file name too
     pub fn from_str(text: &str, file: impl AsRef<Path>) -> Result<Scenario, ScenarioError> {
         let file = file.as_ref().to_path_buf();
         let parsed: ScenarioFile = toml::from_str(text).map_err(|e| {
@@ -611,6 +610,34 @@ outcome = "joined"
             .collect();
         assert_eq!(prompts, vec![PromptId::Welcome, PromptId::Joining]);
         assert_eq!(expect.outcome, Some(model::CallOutcome::Joined));
+    }
+
+    #[test]
+    fn fixture_values_read_as_written() {
+        let text = MINIMAL.replace(
+            "[[user]]",
+            "[tenant]\nconference_id_mode = \"dynamic-only\"\nleader_pin_length = 6\n\n\
+             [[user]]\nname = \"ian\"\nemail = \"ian@contoso.com\"\nprovider = { third-party = \"InterCall\" }\n\
+             enabled = false\nconference_id = \"12345678\"\n\n[[user]]",
+        );
+        let s = Scenario::from_str(&text, "t.toml").unwrap();
+        assert_eq!(
+            s.tenant.conference_id_mode,
+            Some(crate::admin::model::ConferenceIdMode::DynamicOnly)
+        );
+        assert_eq!(s.tenant.leader_pin_length, Some(6));
+        let ian = s.user("ian").unwrap();
+        assert_eq!(
+            ian.provider,
+            model::ProviderSpec::ThirdParty("InterCall".into())
+        );
+        assert!(!ian.enabled);
+        assert!(s.user("alice").unwrap().enabled);
+
+        let bad_id = text.replace("12345678", "12-45");
+        let (line, shown) = error(&bad_id);
+        assert_eq!(line, line_of(&bad_id, "12-45"));
+        assert!(shown.contains("digits 0-9"), "{shown}");
     }
 
     #[test]

@@ -751,8 +751,9 @@ impl Template {
             }
             if !USER_FIELDS.contains(&field) && !MEETING_FIELDS.contains(&field) {
                 return Err(format!(
-                    "'{text}': '{field}' is not a field: use one of {}",
-                    USER_FIELDS.join(", ")
+                    "'{text}': '{field}' is not a field: a user has {}; a meeting has {}",
+                    USER_FIELDS.join(", "),
+                    MEETING_FIELDS.join(", ")
                 ));
             }
             parts.push(Part::Reference {
