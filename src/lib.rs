@@ -18,6 +18,8 @@
 //!   attendant, prompt playout and DTMF, as one sans-IO core
 //! - [`caller`]: the SIP caller (UAC) that places test calls, presses DTMF
 //!   and hears prompts (no IO)
+//! - [`scenario`]: call scenario files (TOML): the fixture, the steps and
+//!   their expectations, parsed and checked with file and line in errors
 //! - [`records`]: call records and call events as JSON, and the ring of
 //!   recent records the admin API lists
 //! - [`datadir`]: the data folder (store, outbox, token, lock)
@@ -38,5 +40,6 @@ pub mod directory;
 pub mod media;
 pub mod net;
 pub mod records;
+pub mod scenario;
 pub mod sip;
 pub mod time;
