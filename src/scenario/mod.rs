@@ -10,6 +10,8 @@
 //! runner fills in with live values.
 
 pub mod model;
+pub mod report;
+pub mod runner;
 
 use std::collections::HashMap;
 use std::fs;
