@@ -102,7 +102,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     .await;
     let passed = results.iter().filter(|r| r.passed()).count();
     let failed = results.len() - passed;
-    println!("{} scenarios: {passed} passed, {failed} failed", results.len());
+    println!(
+        "{} scenarios: {passed} passed, {failed} failed",
+        results.len()
+    );
     if let Some(path) = &args.junit {
         write(path, &report::junit(&results))?;
     }

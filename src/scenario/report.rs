@@ -15,7 +15,10 @@ use super::runner::{Failure, ScenarioResult};
 pub enum FileResult {
     Ran(ScenarioResult),
     /// The file could not be read or checked; nothing ran.
-    Invalid { file: PathBuf, error: String },
+    Invalid {
+        file: PathBuf,
+        error: String,
+    },
 }
 
 impl FileResult {
@@ -263,7 +266,10 @@ mod tests {
         assert_eq!(xml.matches("<failure ").count(), 1, "{xml}");
         assert_eq!(xml.matches("<error ").count(), 1, "{xml}");
         assert!(xml.contains("s/a&amp;b.toml"), "{xml}");
-        assert!(xml.contains("Title &lt;with&gt; &quot;quotes&quot;"), "{xml}");
+        assert!(
+            xml.contains("Title &lt;with&gt; &quot;quotes&quot;"),
+            "{xml}"
+        );
         assert!(xml.contains("--&gt; INVITE"), "{xml}");
     }
 

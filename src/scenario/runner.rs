@@ -135,10 +135,7 @@ fn fail(step: &str, expected: impl Into<String>, actual: impl Into<String>) -> F
 pub async fn run_scenario(scenario: &Scenario, options: &RunOptions) -> ScenarioResult {
     let started = tokio::time::Instant::now();
     let mut steps_run = 0;
-    let failure = match run_inner(scenario, options, &mut steps_run).await {
-        Ok(()) => None,
-        Err(f) => Some(f),
-    };
+    let failure = run_inner(scenario, options, &mut steps_run).await.err();
     ScenarioResult {
         file: scenario.file.clone(),
         title: scenario.title.clone(),
@@ -157,10 +154,8 @@ fn temp_folder() -> Result<PathBuf, Failure> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or_default();
-    let dir = std::env::temp_dir().join(format!(
-        "dialin-run-{}-{n}-{nanos:09}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("dialin-run-{}-{n}-{nanos:09}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| {
         fail(
             "",
@@ -325,7 +320,11 @@ impl Run<'_> {
             let mut wanted = Vec::new();
             for n in &self.scenario.numbers {
                 let number: PhoneNumber = n.number.get_ref().parse().map_err(|e: String| {
-                    fail(STEP, "an E.164 number", format!("{}: {e}", n.number.get_ref()))
+                    fail(
+                        STEP,
+                        "an E.164 number",
+                        format!("{}: {e}", n.number.get_ref()),
+                    )
                 })?;
                 wanted.push((number, n.kind, n.default));
             }
@@ -368,10 +367,7 @@ impl Run<'_> {
                 })?),
                 None => None,
             };
-            let display = user
-                .display_name
-                .clone()
-                .unwrap_or_else(|| name.clone());
+            let display = user.display_name.clone().unwrap_or_else(|| name.clone());
             let provider = match &user.provider {
                 ProviderSpec::Microsoft => None,
                 ProviderSpec::ThirdParty(n) => Some(Provider::ThirdParty {
@@ -438,8 +434,11 @@ impl Run<'_> {
             .iter()
             .map(|(n, e)| (n.clone(), e.clone()))
             .collect();
-        let meetings: Vec<(String, MeetingId)> =
-            self.meetings.iter().map(|(n, id)| (n.clone(), *id)).collect();
+        let meetings: Vec<(String, MeetingId)> = self
+            .meetings
+            .iter()
+            .map(|(n, id)| (n.clone(), *id))
+            .collect();
         let (users, meetings) = self
             .admin(step, move |s| {
                 let mut us = Vec::new();
@@ -515,9 +514,9 @@ impl Run<'_> {
                         drop(config);
                         self.pending.insert(name.to_string(), tasks);
                     }
-                    None => observed.push(self.spawn_call(config, name).await.map_err(
-                        |e| fail(name, "the call to run", format!("it panicked: {e}")),
-                    )??),
+                    None => observed.push(self.spawn_call(config, name).await.map_err(|e| {
+                        fail(name, "the call to run", format!("it panicked: {e}"))
+                    })??),
                 }
             }
             Action::Admin(admin) => self.admin_action(admin, &values, name).await?,
@@ -544,8 +543,7 @@ impl Run<'_> {
                     .filter(|((n, _), _)| n == user)
                     .map(|((_, f), v)| (f.clone(), v.clone()))
                     .collect();
-                self.captures
-                    .insert(capture.name.get_ref().clone(), fields);
+                self.captures.insert(capture.name.get_ref().clone(), fields);
             }
             Action::Check => {}
         }
@@ -636,7 +634,9 @@ impl Run<'_> {
                             calls: vec![CallLadder::of(&obs.report)],
                             ..fail(
                                 &label,
-                                format!("every accepted attempt before '{step}' completed at {done}"),
+                                format!(
+                                    "every accepted attempt before '{step}' completed at {done}"
+                                ),
                                 format!(
                                     "call {} had an attempt accepted at {}",
                                     record.call_id, attempt.at
@@ -697,8 +697,7 @@ impl Run<'_> {
         let record_timeout = self.options.record_timeout;
         tokio::spawn(async move {
             let placed =
-                tokio::time::timeout(limit, place_call(config, std::future::pending::<()>()))
-                    .await;
+                tokio::time::timeout(limit, place_call(config, std::future::pending::<()>())).await;
             let report = match placed {
                 Ok(Ok(report)) => report,
                 Ok(Err(CallError::Timeout { report, .. })) => {
@@ -711,7 +710,10 @@ impl Run<'_> {
                 Err(_) => {
                     return Err(fail(
                         &step,
-                        format!("the call to end within {}", humantime::format_duration(limit)),
+                        format!(
+                            "the call to end within {}",
+                            humantime::format_duration(limit)
+                        ),
                         "it did not",
                     ));
                 }
@@ -837,7 +839,12 @@ impl Run<'_> {
         }
     }
 
-    async fn check_state(&self, expect: &Expect, values: &Values, step: &str) -> Result<(), Failure> {
+    async fn check_state(
+        &self,
+        expect: &Expect,
+        values: &Values,
+        step: &str,
+    ) -> Result<(), Failure> {
         for email in &expect.email {
             self.check_email(email, values, step).await?;
         }
@@ -940,7 +947,10 @@ impl Run<'_> {
         }
         for r in &expect.roster {
             let text = resolve(&r.conference_id, values, step)?;
-            let callers = match text.parse::<ConferenceId>().map(|id| self.service.lookup(id)) {
+            let callers = match text
+                .parse::<ConferenceId>()
+                .map(|id| self.service.lookup(id))
+            {
                 Ok(Lookup::Valid(target)) => self.monitor.in_room(&MeetingKey::from(target)),
                 _ => {
                     return Err(fail(
@@ -1245,9 +1255,9 @@ fn check_call(expect: &Expect, obs: &Observed, values: &Values, step: &str) -> R
             return Err(fail(
                 step,
                 format!("hung up by the {}", want.as_str()),
-                report
-                    .hung_up_by
-                    .map_or("nobody sent a BYE".into(), |p| format!("hung up by the {}", p.as_str())),
+                report.hung_up_by.map_or("nobody sent a BYE".into(), |p| {
+                    format!("hung up by the {}", p.as_str())
+                }),
             ));
         }
     }
