@@ -6,8 +6,8 @@
 //! errors), then the meaning (unique step names, references to users,
 //! meetings and steps that exist, digits the caller can press). Every error
 //! names the file, the line and the column, and says what is expected.
-//! Running a scenario is not here: [`model::Template::resolve`] is the hook a
-//! runner fills in with live values.
+//! [`runner::run_scenario`] runs a checked scenario on its own in-process
+//! bridge; [`report`] turns the results into text, JUnit XML and JSON.
 
 pub mod model;
 pub mod report;
