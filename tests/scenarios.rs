@@ -99,3 +99,54 @@ fn dialin_run_exits_non_zero_and_writes_junit() {
             .expect("valid JSON");
     assert_eq!(v["failed"], 1);
 }
+
+const LATE: &str = r#"
+title = "calls accepted after a step are caught"
+
+[[user]]
+name = "alice"
+email = "alice@contoso.com"
+
+[[step]]
+name = "two callers"
+concurrent = 2
+[step.call]
+to = "+14255550100"
+digits = "${alice.conference_id}#"
+hang_up = "after-joined 3s"
+[step.expect]
+joined = 2
+all_accepted_before = "right away"
+
+[[step]]
+name = "right away"
+[step.admin]
+action = "send-info"
+user = "alice"
+
+[[step]]
+name = "done"
+wait_for = "two callers"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_accepted_after_the_named_step_fails_the_concurrent_step() {
+    let scenario = Scenario::from_str(LATE, "late.toml").expect("the file is valid");
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_scenario(&scenario, &RunOptions::default()),
+    )
+    .await
+    .expect("the scenario finishes in time");
+    let failure = result.failure.expect("the calls joined after the step");
+    assert_eq!(
+        failure.step, "two callers (checked at 'done')",
+        "{failure:?}"
+    );
+    assert!(
+        failure.expected.contains("before 'right away'"),
+        "{failure:?}"
+    );
+    assert!(failure.actual.contains("accepted at"), "{failure:?}");
+    assert_eq!(failure.calls.len(), 1, "{failure:?}");
+}

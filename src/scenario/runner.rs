@@ -502,23 +502,23 @@ impl Run<'_> {
         let values = self.values(name).await?;
         let mut observed = Vec::new();
         match &step.action {
-            Action::Call(call) => {
-                let config = self.call_config(call, &values, name)?;
-                match &step.concurrent {
-                    Some(n) => {
-                        let mut tasks = Vec::new();
-                        for _ in 0..*n.get_ref() {
-                            let config = self.call_config(call, &values, name)?;
-                            tasks.push(self.spawn_call(config, name));
-                        }
-                        drop(config);
-                        self.pending.insert(name.to_string(), tasks);
+            Action::Call(call) => match &step.concurrent {
+                Some(n) => {
+                    let mut tasks = Vec::new();
+                    for _ in 0..*n.get_ref() {
+                        let config = self.call_config(call, &values, name)?;
+                        tasks.push(self.spawn_call(config, name));
                     }
-                    None => observed.push(self.spawn_call(config, name).await.map_err(|e| {
-                        fail(name, "the call to run", format!("it panicked: {e}"))
-                    })??),
+                    self.pending.insert(name.to_string(), tasks);
                 }
-            }
+                None => {
+                    let config = self.call_config(call, &values, name)?;
+                    let obs = self.spawn_call(config, name).await.map_err(|e| {
+                        fail(name, "the call to run", format!("it panicked: {e}"))
+                    })??;
+                    observed.push(obs);
+                }
+            },
             Action::Admin(admin) => self.admin_action(admin, &values, name).await?,
             Action::Advance(by) => {
                 self.clock
