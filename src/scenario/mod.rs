@@ -393,7 +393,7 @@ impl Checker<'_> {
         match &step.action {
             Action::Call(call) => self.call(call)?,
             Action::Admin(admin) => self.admin(admin)?,
-            Action::Advance(_) | Action::Wait(_) | Action::Check => {}
+            Action::Advance(_) | Action::Wait(_) | Action::WaitJoined(_) | Action::Check => {}
             Action::WaitFor(target) => {
                 step_exists(target)?;
                 let (at, concurrent) = steps[target.get_ref().as_str()];

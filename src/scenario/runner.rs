@@ -536,6 +536,20 @@ impl Run<'_> {
             Action::WaitFor(target) => {
                 self.finish_concurrent(target.get_ref(), name).await?;
             }
+            Action::WaitJoined(n) => {
+                let limit = self.options.call_timeout;
+                if tokio::time::timeout(limit, self.monitor.joined_at_least(u64::from(*n)))
+                    .await
+                    .is_err()
+                {
+                    return Err(Failure {
+                        step: name.to_string(),
+                        expected: format!("{n} calls joined within {}s", limit.as_secs()),
+                        actual: format!("{} joined", self.monitor.joined_total()),
+                        calls: Vec::new(),
+                    });
+                }
+            }
             Action::Capture(capture) => {
                 let user = capture.user.get_ref();
                 let fields = values
