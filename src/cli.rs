@@ -29,6 +29,25 @@ pub enum Command {
     /// Tell the conference ID reset story on a live in-process bridge, step
     /// by step, for an audience (`--fast` for CI).
     Demo(DemoArgs),
+    /// Run scenario files (or folders of them), each on its own in-process
+    /// bridge; exits non-zero unless every scenario passed.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenario files, or folders whose `*.toml` files are all run.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// How many scenarios run at once (each has its own bridge).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: u32,
+    /// Write JUnit XML here (one testsuite per file, one testcase per scenario).
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -24,6 +24,7 @@ fn main() -> std::process::ExitCode {
             Command::Call(args) => dialin::cmd::call::run(args).await,
             Command::Calls(args) => dialin::cmd::calls::run(args).await,
             Command::Demo(args) => dialin::cmd::demo::run(args).await,
+            Command::Run(args) => dialin::cmd::run::run(args).await,
         }
     });
     match result {

@@ -5,4 +5,5 @@ pub mod call;
 pub mod calls;
 pub mod connect;
 pub mod demo;
+pub mod run;
 pub mod serve;

@@ -6,10 +6,12 @@
 //! errors), then the meaning (unique step names, references to users,
 //! meetings and steps that exist, digits the caller can press). Every error
 //! names the file, the line and the column, and says what is expected.
-//! Running a scenario is not here: [`model::Template::resolve`] is the hook a
-//! runner fills in with live values.
+//! [`runner::run_scenario`] runs a checked scenario on its own in-process
+//! bridge; [`report`] turns the results into text, JUnit XML and JSON.
 
 pub mod model;
+pub mod report;
+pub mod runner;
 
 use std::collections::HashMap;
 use std::fs;
@@ -391,7 +393,7 @@ impl Checker<'_> {
         match &step.action {
             Action::Call(call) => self.call(call)?,
             Action::Admin(admin) => self.admin(admin)?,
-            Action::Advance(_) | Action::Wait(_) | Action::Check => {}
+            Action::Advance(_) | Action::Wait(_) | Action::WaitJoined(_) | Action::Check => {}
             Action::WaitFor(target) => {
                 step_exists(target)?;
                 let (at, concurrent) = steps[target.get_ref().as_str()];

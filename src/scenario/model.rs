@@ -150,6 +150,9 @@ pub enum Action {
     Wait(Duration),
     /// Wait until the calls of a concurrent step have ended.
     WaitFor(Spanned<String>),
+    /// Wait until this many calls have joined a meeting since the scenario
+    /// began (callers of a concurrent step are in, say, before a reset).
+    WaitJoined(u32),
     /// Snapshot a user's fields under a new name.
     Capture(CaptureSpec),
     /// Only check the expectations.
@@ -164,6 +167,7 @@ impl Action {
             Action::Advance(_) => "advance",
             Action::Wait(_) => "wait",
             Action::WaitFor(_) => "wait_for",
+            Action::WaitJoined(_) => "wait_joined",
             Action::Capture(_) => "capture",
             Action::Check => "check",
         }
@@ -179,6 +183,7 @@ struct RawStep {
     advance: Option<DurationText>,
     wait: Option<DurationText>,
     wait_for: Option<Spanned<String>>,
+    wait_joined: Option<u32>,
     capture: Option<CaptureSpec>,
     concurrent: Option<Spanned<u32>>,
     expect: Option<Expect>,
@@ -204,6 +209,9 @@ impl TryFrom<RawStep> for Step {
         if let Some(step) = raw.wait_for {
             actions.push(Action::WaitFor(step));
         }
+        if let Some(n) = raw.wait_joined {
+            actions.push(Action::WaitJoined(n));
+        }
         if let Some(capture) = raw.capture {
             actions.push(Action::Capture(capture));
         }
@@ -211,7 +219,7 @@ impl TryFrom<RawStep> for Step {
         if actions.len() > 1 {
             let kinds: Vec<_> = actions.iter().map(Action::kind).collect();
             return Err(format!(
-                "step '{name}' has {} actions ({}): give each step one of call, admin, advance, wait, wait_for, capture",
+                "step '{name}' has {} actions ({}): give each step one of call, admin, advance, wait, wait_for, wait_joined, capture",
                 actions.len(),
                 kinds.join(", ")
             ));
@@ -219,7 +227,7 @@ impl TryFrom<RawStep> for Step {
         let action = actions.pop().unwrap_or(Action::Check);
         if matches!(action, Action::Check) && raw.expect.is_none() {
             return Err(format!(
-                "step '{name}' does nothing: give it one of call, admin, advance, wait, wait_for, capture, or an expect table"
+                "step '{name}' does nothing: give it one of call, admin, advance, wait, wait_for, wait_joined, capture, or an expect table"
             ));
         }
         if raw.concurrent.is_some() && !matches!(action, Action::Call(_)) {
