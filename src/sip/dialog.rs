@@ -513,33 +513,15 @@ fn with_tag(uri: &str, tag: &str) -> String {
     }
 }
 
-/// Splits Record-Route header values into single entries: commas separate
-/// entries except inside `<…>` and quoted strings (RFC 3261 §7.3.1).
+/// Splits Record-Route header values into single entries, with the
+/// message module's comma rules (not inside `<…>` or quoted strings).
 fn split_routes(values: &[&str]) -> Vec<String> {
     let mut routes = Vec::new();
-    for value in values {
-        let mut start = 0;
-        let mut in_angle = false;
-        let mut in_quote = false;
-        let mut escaped = false;
-        for (i, c) in value.char_indices() {
-            if escaped {
-                escaped = false;
-                continue;
-            }
-            match c {
-                '\\' if in_quote => escaped = true,
-                '"' => in_quote = !in_quote,
-                '<' if !in_quote => in_angle = true,
-                '>' if !in_quote => in_angle = false,
-                ',' if !in_quote && !in_angle => {
-                    push_route(&mut routes, &value[start..i]);
-                    start = i + 1;
-                }
-                _ => {}
-            }
-        }
-        push_route(&mut routes, &value[start..]);
+    for entry in values
+        .iter()
+        .flat_map(|v| crate::sip::message::split_commas(v))
+    {
+        push_route(&mut routes, entry);
     }
     routes
 }

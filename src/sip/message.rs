@@ -1275,7 +1275,9 @@ fn parse_params(s: &str) -> Option<Vec<(String, Option<String>)>> {
 
 /// Splits a header value on commas outside quotes and `<>`; an empty
 /// element is kept so that validation sees it.
-fn split_commas(v: &str) -> Vec<&str> {
+/// Splits one header value at the commas that separate entries (RFC 3261
+/// §7.3.1): not inside a quoted string or `<…>`. Entries are trimmed.
+pub fn split_commas(v: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let (mut in_quote, mut escaped, mut in_angle) = (false, false, false);
     let mut start = 0;
