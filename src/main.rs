@@ -1,3 +1,5 @@
+use std::io::IsTerminal;
+
 use clap::Parser;
 use dialin::cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
@@ -9,6 +11,8 @@ fn main() -> std::process::ExitCode {
             EnvFilter::try_from_env("DIALIN_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: not in log files and CI output.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
