@@ -124,8 +124,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             bad += 1;
         }
         bar.suspend(|| println!("{}", report::text(r)));
-        bar.set_message(format!("{ok} passed, {bad} failed"));
         bar.inc(1);
+        bar.set_message(format!("{ok} passed, {bad} failed"));
     })
     .await;
     bar.finish_and_clear();
@@ -226,7 +226,9 @@ mod tests {
         check_record_dir(&dir.path().join("new/rec")).unwrap();
         assert!(dir.path().join("new/rec").is_dir());
         assert_eq!(
-            std::fs::read_dir(dir.path().join("new/rec")).unwrap().count(),
+            std::fs::read_dir(dir.path().join("new/rec"))
+                .unwrap()
+                .count(),
             0,
             "the probe is gone"
         );

@@ -186,7 +186,9 @@ impl Recorder {
             // it fills its place inside what is recorded, never extends it.
             self.stats.late += 1;
             match usize::try_from(pos) {
-                Ok(p) if p >= seg.base_pos && p + len <= self.samples.len() => self.place(p, payload),
+                Ok(p) if p >= seg.base_pos && p + len <= self.samples.len() => {
+                    self.place(p, payload)
+                }
                 _ => self.stats.dropped += 1,
             }
             return;
@@ -545,7 +547,10 @@ mod tests {
         assert!(f.rec.is_truncated());
         assert_eq!(f.rec.samples().len(), 400, "50 ms at 8 kHz");
         assert_eq!(f.rec.samples()[320], level(2));
-        assert!(f.rec.samples.capacity() <= 400, "memory stays under the cap");
+        assert!(
+            f.rec.samples.capacity() <= 400,
+            "memory stays under the cap"
+        );
         // A packet beyond the cap records nothing, not even the gap.
         let mut g = Feed::new(Duration::from_millis(50));
         g.frame_n(0, 0);
