@@ -48,6 +48,12 @@ pub struct RunArgs {
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write what each call heard as a WAV: DIR/<file stem>/<step>[-<n>].wav.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
+    /// No progress bar (it shows only on a terminal, for more than 3 files).
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +126,10 @@ pub struct CallArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Write what the call heard as a WAV in DIR (created if missing),
+    /// named by the Call-ID; 8 kHz mono 16-bit, at most 10 minutes.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

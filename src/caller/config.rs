@@ -210,4 +210,7 @@ pub struct CallerConfig {
     /// UDP or TCP for SIP: the Via, the Contact and whether Timers A and E run.
     pub transport: Transport,
     pub prompts: Arc<PromptMatchers>,
+    /// Keep what is heard ([`crate::media::recorder::Recorder`]), at most
+    /// this long; `None` records nothing.
+    pub record: Option<Duration>,
 }

@@ -16,6 +16,8 @@
 //! - matches received audio against the prompt catalog
 //!   ([`PromptListener`]) to know which prompt plays, and answers the far
 //!   end's BYE with 200, keeping its Reason (RFC 3326);
+//! - with [`CallerConfig::record`], keeps the received audio on a timeline
+//!   ([`Recorder`]) for the driver to write as a WAV;
 //! - keeps a [`CallReport`]: final status, prompts and digits with times,
 //!   who hung up and why, the SIP ladder.
 //!
@@ -40,7 +42,9 @@ pub use config::{
     COMMA_PAUSE, CallerConfig, DEFAULT_GAP, DEFAULT_TONE, DigitsError, DtmfPlan, DtmfStart, HangUp,
     PlannedDigit, PromptMatchers, Transport,
 };
-pub use report::{CallReport, Direction, HeardPrompt, LadderEntry, Outcome, Party, SentDigit};
+pub use report::{
+    CallReport, Direction, HeardPrompt, LadderEntry, Outcome, Party, RecordingFile, SentDigit,
+};
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -56,6 +60,7 @@ use crate::media::g711::Codec;
 use crate::media::prompts::{
     FRAME_DURATION, FRAME_SAMPLES, Frame, HEARD_AFTER_FRAMES, ListenEvent, PromptId, PromptListener,
 };
+use crate::media::recorder::Recorder;
 use crate::media::rtp::{self, RtpFields, RtpHeader};
 use crate::sip::dialog::{Dialog, OutgoingRequest, UacAnswer};
 use crate::sip::message::{
@@ -171,6 +176,8 @@ pub struct Caller {
     media: Option<Media>,
     requests: Vec<NonInviteTransaction>,
     listener: PromptListener,
+    /// What was heard, once answered, when [`CallerConfig::record`] asks.
+    recorder: Option<Recorder>,
     /// Arrival times of the last [`HEARD_AFTER_FRAMES`] audio frames: a
     /// prompt heard now started at the oldest (the listener is sure only
     /// after that many frames, and a burst is not paced at 20 ms).
@@ -243,6 +250,7 @@ impl Caller {
             rtp_sent: 0,
             rtp_received: 0,
             notes: Vec::new(),
+            recording: None,
         };
         let plan = config.dtmf.digits.iter().copied().collect();
         let mut caller = Caller {
@@ -267,6 +275,7 @@ impl Caller {
             media: None,
             requests: Vec::new(),
             listener: PromptListener::new(),
+            recorder: None,
             arrivals: VecDeque::with_capacity(HEARD_AFTER_FRAMES),
             plan,
             digits_started: false,
@@ -302,6 +311,16 @@ impl Caller {
     pub fn awaits_late_answer(&self) -> bool {
         (self.cancel_pending || self.cancelled)
             && (!self.invite.completed || self.requests.iter().any(|r| r.purpose == Purpose::Bye))
+    }
+
+    /// What was heard so far, when recording (from the answer on).
+    pub fn recording(&self) -> Option<&Recorder> {
+        self.recorder.as_ref()
+    }
+
+    /// Takes the recording out (the driver writes it once the call is over).
+    pub fn take_recording(&mut self) -> Option<Recorder> {
+        self.recorder.take()
     }
 
     /// The far end's RTP address, once the call is answered.
@@ -406,14 +425,33 @@ impl Caller {
         if packet.payload_type() != media.audio_pt {
             return;
         }
+        let codec = media.codec;
         self.report.rtp_received += 1;
         if self.arrivals.len() == HEARD_AFTER_FRAMES {
             self.arrivals.pop_front();
         }
         self.arrivals.push_back(now);
-        let matcher = self.config.prompts.get(media.codec);
+        self.record(now, &packet);
+        let matcher = self.config.prompts.get(codec);
         self.listener.handle_frame(matcher, packet.payload());
         self.drain_listener(now);
+    }
+
+    fn record(&mut self, now: Instant, packet: &RtpHeader<'_>) {
+        let Some(recorder) = self.recorder.as_mut() else {
+            return;
+        };
+        if recorder.is_truncated() {
+            return;
+        }
+        recorder.handle_packet(now, packet);
+        if recorder.is_truncated() {
+            let cap = self.config.record.unwrap_or_default();
+            self.note(format!(
+                "the recording stopped at its {} cap",
+                humantime::format_duration(cap)
+            ));
+        }
     }
 
     /// Runs every timer that is due at `now`.
@@ -559,6 +597,7 @@ impl Caller {
             Ok(negotiated) => {
                 let codec = g711(negotiated.codec);
                 self.report.codec = Some(codec);
+                self.recorder = self.config.record.map(|max| Recorder::new(codec, max));
                 self.media = Some(Media {
                     codec,
                     audio_pt: negotiated.audio_pt,

@@ -3,6 +3,7 @@
 //! first sent.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -102,6 +103,16 @@ pub struct LadderEntry {
     pub first_line: String,
 }
 
+/// The WAV file of what the call heard (`--record`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingFile {
+    pub path: PathBuf,
+    /// How much audio it holds (from the first packet heard).
+    pub duration: Duration,
+    /// Audio was left out: the recording reached its cap.
+    pub truncated: bool,
+}
+
 /// Everything one call did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallReport {
@@ -132,6 +143,9 @@ pub struct CallReport {
     /// Things worth knowing that are not failures: fallbacks, a peer's odd
     /// behaviour.
     pub notes: Vec<String>,
+    /// Where what the call heard was written, when it was recorded (the
+    /// driver fills this in once the file is written).
+    pub recording: Option<RecordingFile>,
 }
 
 impl CallReport {
@@ -180,6 +194,11 @@ impl CallReport {
                 "first_line": l.first_line,
             })).collect::<Vec<_>>(),
             "notes": self.notes,
+            "recording": self.recording.as_ref().map(|r| json!({
+                "path": r.path.display().to_string(),
+                "duration_ms": ms(r.duration),
+                "truncated": r.truncated,
+            })),
         })
     }
 }
@@ -250,6 +269,13 @@ impl fmt::Display for CallReport {
         )?;
         for note in &self.notes {
             writeln!(f, "note: {note}")?;
+        }
+        if let Some(r) = &self.recording {
+            write!(f, "recording: {} ({})", r.path.display(), secs(r.duration))?;
+            if r.truncated {
+                write!(f, ", cut at its cap")?;
+            }
+            writeln!(f)?;
         }
         writeln!(f, "SIP ladder:")?;
         for l in &self.ladder {

@@ -52,6 +52,7 @@ fn config(dtmf: DtmfPlan, hang_up: HangUp) -> CallerConfig {
         timers: TimerConfig::default(),
         transport: Transport::Udp,
         prompts: matchers(),
+        record: None,
     }
 }
 

@@ -9,7 +9,7 @@ use anyhow::Context;
 use crate::caller::{DtmfPlan, DtmfStart, HangUp, Transport};
 use crate::cli::CallArgs;
 use crate::media::dtmf::DtmfMethod;
-use crate::net::caller::{CallConfig, CallError, place_call};
+use crate::net::caller::{CallConfig, CallError, RecordTo, place_call};
 
 fn method(name: &str) -> anyhow::Result<DtmfMethod> {
     match name {
@@ -37,6 +37,7 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
     if args.tcp {
         config.transport = Transport::Tcp;
     }
+    config.record = args.record.map(RecordTo::Dir);
     let stop = async {
         // Ctrl-C hangs the call up cleanly (BYE or CANCEL); if the signal
         // handler can't be installed, the call timeout still bounds the call.
@@ -56,6 +57,15 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
                 args.uri,
                 humantime::format_duration(timeout)
             )
+        }
+        Err(CallError::RecordWrite {
+            path,
+            source,
+            report,
+        }) => {
+            print(&report, args.json)?;
+            Err(anyhow::Error::new(source)
+                .context(format!("writing the recording {}", path.display())))
         }
         Err(e) => Err(anyhow::Error::new(e).context(format!("calling {}", args.uri))),
     }

@@ -2,12 +2,21 @@
 //! bridge (temporary data folder, ephemeral ports, its own clock), `--jobs`
 //! at a time. Prints a line per scenario as it finishes (a failure with its
 //! step, expected vs actual and the SIP ladders), writes `--junit` and
-//! `--json`, and fails unless every scenario passed.
+//! `--json`, and fails unless every scenario passed. With `--record DIR`
+//! every call's audio goes to `DIR/<file stem>/<step>[-<n>].wav`.
+//!
+//! More than [`PROGRESS_AFTER`] files on a terminal get a progress bar on
+//! stderr (position, passed/failed, elapsed); the result lines go to stdout
+//! through it so they do not tear. `--no-progress`, or stderr not being a
+//! terminal (CI logs, tests), means no bar and no escape codes.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -96,10 +105,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .join(", ")
         );
     }
-    let results = run_loaded(loaded, args.jobs as usize, RunOptions::default(), |r| {
-        println!("{}", report::text(r))
+    let mut options = RunOptions::default();
+    if let Some(dir) = &args.record {
+        check_record_dir(dir)?;
+        options.record = Some(dir.clone());
+    }
+    let show = show_progress(
+        loaded.len(),
+        args.no_progress,
+        std::io::stderr().is_terminal(),
+    );
+    let bar = progress_bar(loaded.len(), show);
+    let (mut ok, mut bad) = (0, 0);
+    let results = run_loaded(loaded, args.jobs as usize, options, |r| {
+        if r.passed() {
+            ok += 1;
+        } else {
+            bad += 1;
+        }
+        bar.suspend(|| println!("{}", report::text(r)));
+        bar.inc(1);
+        bar.set_message(format!("{ok} passed, {bad} failed"));
     })
     .await;
+    bar.finish_and_clear();
     let passed = results.iter().filter(|r| r.passed()).count();
     let failed = results.len() - passed;
     println!(
@@ -119,6 +148,47 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A bar shows for more files than this.
+pub const PROGRESS_AFTER: usize = 3;
+
+/// Whether `dialin run` shows a progress bar.
+fn show_progress(files: usize, no_progress: bool, stderr_is_terminal: bool) -> bool {
+    files > PROGRESS_AFTER && !no_progress && stderr_is_terminal
+}
+
+/// The bar on stderr, or a hidden one that draws nothing.
+fn progress_bar(files: usize, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(files as u64), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} scenarios, {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message("0 passed, 0 failed");
+    // Elapsed time moves while a long scenario runs.
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
+/// Creates the `--record` folder and checks a file can be written there,
+/// before any scenario runs.
+fn check_record_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("--record: creating the folder {}", dir.display()))?;
+    let probe = dir.join(format!(".dialin-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(|| {
+        format!(
+            "--record: {} is not writable: give a folder you can write to",
+            dir.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 fn write(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
@@ -127,4 +197,40 @@ fn write(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
             .with_context(|| format!("creating the folder {}", parent.display()))?;
     }
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_shows_only_for_many_files_on_a_terminal() {
+        assert!(show_progress(4, false, true));
+        assert!(!show_progress(3, false, true), "a few files: no bar");
+        assert!(!show_progress(10, true, true), "--no-progress");
+        assert!(!show_progress(10, false, false), "not a terminal");
+    }
+
+    #[test]
+    fn a_hidden_bar_draws_nothing() {
+        assert!(progress_bar(10, false).is_hidden());
+    }
+
+    #[test]
+    fn an_unwritable_record_folder_is_refused_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let err = check_record_dir(&file.join("rec")).unwrap_err();
+        assert!(format!("{err:#}").contains("--record"), "{err:#}");
+        check_record_dir(&dir.path().join("new/rec")).unwrap();
+        assert!(dir.path().join("new/rec").is_dir());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("new/rec"))
+                .unwrap()
+                .count(),
+            0,
+            "the probe is gone"
+        );
+    }
 }

@@ -3,13 +3,19 @@
 //! timers, until the call ends, the call timeout passes, or the shutdown
 //! future resolves.
 //!
+//! With [`CallConfig::record`] it also writes what the call heard as a WAV
+//! once the call is over (temp file + rename), after checking before the
+//! call that the folder can be written.
+//!
 //! All decisions are the core's; this moves datagrams and sleeps until the
 //! core's next deadline (`tokio::time::Instant`, so `tokio::time::pause`
 //! drives it in tests).
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::SeedableRng;
@@ -21,9 +27,11 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::caller::{
-    CallReport, Caller, CallerConfig, DtmfPlan, HangUp, Output, PromptMatchers, Transport,
+    CallReport, Caller, CallerConfig, DtmfPlan, HangUp, Output, PromptMatchers, RecordingFile,
+    Transport,
 };
 use crate::media::prompts::PromptError;
+use crate::media::recorder::{self, DEFAULT_MAX_DURATION};
 use crate::sip::framing::{Limits, StreamFramer, check_datagram};
 use crate::sip::message;
 use crate::sip::transaction::TimerConfig;
@@ -60,6 +68,107 @@ pub struct CallConfig {
     /// Test hook: outgoing SIP requests that are really not sent, as a lossy
     /// path would lose them (the core does not know and retransmits).
     pub drop_outgoing: Option<LossPattern>,
+    /// Where to write what the call heard (8 kHz mono 16-bit WAV, at most
+    /// [`DEFAULT_MAX_DURATION`]); `None` records nothing.
+    pub record: Option<RecordTo>,
+}
+
+/// Where a call's recording goes. Either way the folder is created if
+/// missing and checked writable before the call is placed, and the file is
+/// written when the call is over, even an unanswered one (empty, then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordTo {
+    /// `DIR/<Call-ID>.wav`, the Call-ID made safe as a file name
+    /// ([`file_name_part`]).
+    Dir(PathBuf),
+    /// This file (replaced if it exists).
+    File(PathBuf),
+}
+
+impl RecordTo {
+    /// The folder the file goes in.
+    fn dir(&self) -> &Path {
+        match self {
+            RecordTo::Dir(dir) => dir,
+            RecordTo::File(file) => file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        }
+    }
+
+    /// The file for the call with `call_id`.
+    pub fn path(&self, call_id: &str) -> PathBuf {
+        match self {
+            RecordTo::Dir(dir) => dir.join(format!("{}.wav", file_name_part(call_id))),
+            RecordTo::File(file) => file.clone(),
+        }
+    }
+}
+
+/// `text` as a safe file name part: ASCII letters, digits, `.`, `-` and `_`
+/// kept, anything else (`@`, `:`, `/`, spaces) made `_`, no leading dot,
+/// never empty, at most 100 characters.
+pub fn file_name_part(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(100)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.starts_with('.') {
+        out.replace_range(..1, "_");
+    }
+    if out.is_empty() {
+        out.push('_');
+    }
+    out
+}
+
+/// Distinct temporary names for writers in one process.
+static TEMP: AtomicU64 = AtomicU64::new(0);
+
+fn temp_beside(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let n = TEMP.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()))
+}
+
+/// Creates the recording folder and proves a file can be written in it.
+async fn check_record_dir(to: &RecordTo) -> Result<(), CallError> {
+    let dir = to.dir();
+    let err = |source| CallError::RecordDir {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    tokio::fs::create_dir_all(dir).await.map_err(err)?;
+    let probe = temp_beside(&dir.join("probe"));
+    tokio::fs::write(&probe, b"").await.map_err(err)?;
+    let _ = tokio::fs::remove_file(&probe).await;
+    Ok(())
+}
+
+/// Writes `bytes` to `path` whole or not at all: a temporary file beside
+/// it, then a rename over it.
+async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temp = temp_beside(path);
+    let written = async {
+        tokio::fs::write(&temp, bytes).await?;
+        tokio::fs::rename(&temp, path).await
+    }
+    .await;
+    if written.is_err() {
+        let _ = tokio::fs::remove_file(&temp).await;
+    }
+    written
 }
 
 /// Which outgoing SIP requests a lossy path loses: the first `count` whose
@@ -110,6 +219,7 @@ impl CallConfig {
             seed: None,
             transport: Transport::Udp,
             drop_outgoing: None,
+            record: None,
         }
     }
 }
@@ -157,6 +267,19 @@ pub enum CallError {
     #[error("the call did not end within {timeout:?}; it was hung up ({})", report.outcome)]
     Timeout {
         timeout: Duration,
+        report: Box<CallReport>,
+    },
+    #[error("can't write recordings in {}: give a folder you can write to", dir.display())]
+    RecordDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the call is over ({}) but its recording could not be written to {}", report.outcome, path.display())]
+    RecordWrite {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
         report: Box<CallReport>,
     },
 }
@@ -258,6 +381,9 @@ pub async fn place_call(
     config: CallConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<CallReport, CallError> {
+    if let Some(to) = &config.record {
+        check_record_dir(to).await?;
+    }
     let remote = match config.remote {
         Some(r) => r,
         None => resolve(&config.target).await?,
@@ -296,6 +422,7 @@ pub async fn place_call(
         timers: config.timers,
         transport,
         prompts,
+        record: config.record.is_some().then_some(DEFAULT_MAX_DURATION),
     };
     let rng = match config.seed {
         Some(seed) => StdRng::seed_from_u64(seed),
@@ -312,6 +439,7 @@ pub async fn place_call(
         local_sip,
         local_rtp,
         loss: config.drop_outgoing,
+        record: config.record,
     };
     driver
         .run(start + config.timeout, config.timeout, shutdown)
@@ -424,6 +552,7 @@ struct Driver {
     local_sip: SocketAddr,
     local_rtp: SocketAddr,
     loss: Option<LossPattern>,
+    record: Option<RecordTo>,
 }
 
 /// Bounds the loop: a 60 s call has ~3000 RTP packets each way plus timers.
@@ -507,8 +636,22 @@ impl Driver {
             }
         }
         self.flush().await?;
-        let report = self.caller.report_at(Instant::now().into_std());
+        let mut report = self.caller.report_at(Instant::now().into_std());
         tracing::info!(outcome = %report.outcome, "call over");
+        if let Some(to) = self.record.take() {
+            let path = to.path(&report.call_id);
+            match self.write_recording(&path).await {
+                Ok(recording) => report.recording = Some(recording),
+                Err(source) => {
+                    tracing::error!(path = %path.display(), error = %source, "can't write the recording");
+                    return Err(CallError::RecordWrite {
+                        path,
+                        source,
+                        report: Box::new(report),
+                    });
+                }
+            }
+        }
         if timed_out {
             return Err(CallError::Timeout {
                 timeout,
@@ -516,6 +659,20 @@ impl Driver {
             });
         }
         Ok(report)
+    }
+
+    /// Writes what the call heard (an empty WAV if it was never answered).
+    async fn write_recording(&mut self, path: &Path) -> std::io::Result<RecordingFile> {
+        let recorder = self.caller.take_recording();
+        let samples = recorder.as_ref().map_or(&[][..], |r| r.samples());
+        let bytes = recorder::wav_bytes(samples).map_err(std::io::Error::other)?;
+        write_atomically(path, &bytes).await?;
+        tracing::info!(path = %path.display(), "recording written");
+        Ok(RecordingFile {
+            path: path.to_path_buf(),
+            duration: recorder.as_ref().map_or(Duration::ZERO, |r| r.duration()),
+            truncated: recorder.as_ref().is_some_and(|r| r.is_truncated()),
+        })
     }
 
     fn handle_sip(&mut self, bytes: &[u8], from: SocketAddr) {
@@ -584,7 +741,7 @@ mod tests {
     use crate::media::dtmf::DtmfMethod;
     use crate::media::dtmf::info::parse_info;
     use crate::media::g711::Codec;
-    use crate::media::prompts::{PromptCatalog, PromptId};
+    use crate::media::prompts::{HEARD_AFTER_FRAMES, PromptCatalog, PromptId};
     use crate::media::rtp::{self, RtpFields};
     use crate::sip::message::{Message, Method, Request, RequestBuilder, SipHeaders};
     use crate::sip::sdp::{self, SessionDescription};
@@ -772,6 +929,99 @@ mod tests {
         );
         assert!(report.decision_time.is_some());
         assert!(report.rtp_sent > 0);
+    }
+
+    #[tokio::test]
+    async fn a_recorded_call_writes_the_decoded_audio_it_heard() {
+        let mut bridge = FakeBridge::bind().await;
+        let folder = tempfile::tempdir().unwrap();
+        let dir = folder.path().join("new").join("recordings");
+        let dtmf = DtmfPlan {
+            start: DtmfStart::OnPrompt(PromptId::Welcome),
+            ..DtmfPlan::parse("1", DtmfMethod::Info).unwrap()
+        };
+        let mut config = config(&bridge, dtmf);
+        config.record = Some(RecordTo::Dir(dir.clone()));
+        let call = tokio::spawn(place_call(config, std::future::pending()));
+        let invite = bridge.recv().await;
+        let caller_rtp = bridge.answer(&invite).await;
+        assert_eq!(bridge.recv().await.method(), &Method::Ack);
+        // The caller presses its key once it has heard the welcome, which
+        // takes exactly this many frames: all of them are in by then.
+        bridge
+            .play(caller_rtp, PromptId::Welcome, HEARD_AFTER_FRAMES)
+            .await;
+        let info = bridge.recv().await;
+        assert_eq!(info.method(), &Method::Info);
+        bridge.send(&info.response(200, "OK").to_bytes()).await;
+        let bye = RequestBuilder::new(Method::Bye, &invite.contact_uri().unwrap())
+            .via("UDP", &bridge.sip.local_addr().unwrap().to_string(), "bye1")
+            .from(invite.uri(), "bridge1")
+            .to(&invite.from().unwrap().uri, invite.from_tag().as_deref())
+            .call_id(invite.call_id().unwrap())
+            .cseq(1)
+            .to_bytes();
+        bridge.send(&bye).await;
+        let report = tokio::time::timeout(WAIT, call)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let recording = report.recording.clone().expect("a recording");
+        assert_eq!(
+            recording.path,
+            dir.join(format!("{}.wav", file_name_part(&report.call_id)))
+        );
+        assert!(!recording.path.to_string_lossy().contains('@'));
+        assert_eq!(recording.duration, Duration::from_millis(100));
+        let catalog = PromptCatalog::embedded().unwrap();
+        let mut expected = Vec::new();
+        for frame in &catalog.frames(PromptId::Welcome, Codec::Pcmu)[..HEARD_AFTER_FRAMES] {
+            expected.extend(frame.iter().map(|c| Codec::Pcmu.decode(*c)));
+        }
+        let reader = hound::WavReader::open(&recording.path).unwrap();
+        assert_eq!(reader.spec().sample_rate, 8000);
+        let heard: Vec<i16> = reader.into_samples().map(Result::unwrap).collect();
+        assert_eq!(heard, expected);
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "no temporary files left: {leftovers:?}");
+        assert!(report.to_string().contains("recording: "), "{report}");
+    }
+
+    #[tokio::test]
+    async fn an_unwritable_record_folder_fails_before_the_call_is_placed() {
+        let bridge = FakeBridge::bind().await;
+        let folder = tempfile::tempdir().unwrap();
+        let file = folder.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        let mut config = config(&bridge, DtmfPlan::none());
+        config.record = Some(RecordTo::Dir(file.join("recordings")));
+        let err = place_call(config, std::future::pending())
+            .await
+            .expect_err("the folder can't be made");
+        assert!(matches!(err, CallError::RecordDir { .. }), "{err:?}");
+        assert!(err.to_string().contains("a-file"), "{err}");
+        let mut buf = [0u8; 100];
+        assert_eq!(
+            bridge.sip.try_recv_from(&mut buf).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock,
+            "no INVITE went out"
+        );
+    }
+
+    #[test]
+    fn file_name_part_keeps_names_safe() {
+        assert_eq!(
+            file_name_part("0a1b@127.0.0.1"),
+            "0a1b_127.0.0.1".to_string()
+        );
+        assert_eq!(file_name_part("../etc/passwd"), "_._etc_passwd");
+        assert_eq!(file_name_part("a b:c"), "a_b_c");
+        assert_eq!(file_name_part(""), "_");
+        assert_eq!(file_name_part(&"x".repeat(300)).len(), 100);
     }
 
     #[tokio::test]

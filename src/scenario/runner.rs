@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -31,7 +31,7 @@ use crate::call::MeetingKey;
 use crate::caller::{CallReport, DEFAULT_GAP, Direction, DtmfPlan, DtmfStart, Outcome, Party};
 use crate::directory::Lookup;
 use crate::media::prompts::{PromptCatalog, PromptId};
-use crate::net::caller::{CallConfig, CallError, place_call};
+use crate::net::caller::{CallConfig, CallError, RecordTo, file_name_part, place_call};
 use crate::net::rtp::BridgeMonitor;
 use crate::net::server::{ServeOptions, Server};
 use crate::net::sip::SipOptions;
@@ -50,6 +50,9 @@ pub struct RunOptions {
     pub bridge_timeout: Duration,
     /// How long to wait for the bridge's record of an ended call.
     pub record_timeout: Duration,
+    /// Write what each call heard to
+    /// `DIR/<file stem>/<step>[-<n>].wav` ([`recording_path`]).
+    pub record: Option<PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -58,6 +61,7 @@ impl Default for RunOptions {
             call_timeout: Duration::from_secs(60),
             bridge_timeout: Duration::from_secs(15),
             record_timeout: Duration::from_secs(3),
+            record: None,
         }
     }
 }
@@ -219,6 +223,7 @@ async fn run_in(
         completed: HashMap::new(),
         pending: HashMap::new(),
         seed: 1,
+        recorded: HashMap::new(),
     };
     let mut result = run.fixture().await;
     if result.is_ok() {
@@ -277,6 +282,8 @@ struct Run<'a> {
     /// Concurrent step name → its running calls.
     pending: HashMap<String, Vec<CallTask>>,
     seed: u64,
+    /// Step name → calls recorded so far (names the next one's file).
+    recorded: HashMap<String, usize>,
 }
 
 /// `${name.field}` values as they are now.
@@ -695,6 +702,12 @@ impl Run<'_> {
         config.transport = call.transport.0;
         config.timeout = self.options.call_timeout;
         config.seed = Some(self.next_seed());
+        if let Some(dir) = &self.options.record {
+            let n = self.recorded.entry(step.to_string()).or_default();
+            *n += 1;
+            let path = recording_path(dir, &self.scenario.file, step, *n);
+            config.record = Some(RecordTo::File(path));
+        }
         Ok(config)
     }
 
@@ -1334,4 +1347,18 @@ fn attempt_name(a: super::model::AttemptName) -> &'static str {
         AttemptName::Malformed => "malformed",
         AttemptName::NoInput => "no-input",
     }
+}
+
+/// Where `--record DIR` puts call `n` (from 1) of `step` in the scenario
+/// file `file`: `DIR/<file stem>/<step>.wav` for the first,
+/// `<step>-<n>.wav` for the others (concurrent calls), names made safe.
+pub fn recording_path(dir: &Path, file: &Path, step: &str, n: usize) -> PathBuf {
+    let stem = file
+        .file_stem()
+        .map_or_else(|| "scenario".into(), |s| s.to_string_lossy());
+    let name = match n {
+        0 | 1 => format!("{}.wav", file_name_part(step)),
+        n => format!("{}-{n}.wav", file_name_part(step)),
+    };
+    dir.join(file_name_part(&stem)).join(name)
 }
