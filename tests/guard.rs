@@ -445,7 +445,7 @@ async fn not_valid_takes_the_same_time_for_an_unknown_and_a_revoked_id() {
     eprintln!(
         "not valid after #: unknown median {u:?} {unknown:?}; revoked median {r:?} {revoked:?}"
     );
-    let difference = if u > r { u - r } else { r - u };
+    let difference = u.abs_diff(r);
     assert!(
         difference < TOLERANCE,
         "the medians differ by {difference:?} (unknown {u:?}, revoked {r:?})"
