@@ -172,6 +172,36 @@ pub struct ServeArgs {
     /// joined, left, ended with the call record) to this file, one JSON line each.
     #[arg(long)]
     pub events: Option<PathBuf>,
+    /// Failed attempts (not valid, malformed, no input) a caller gets in
+    /// one call before "goodbye" and the BYE.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: u32,
+    /// Guessing protection across calls: `on`, or `off` (for load tests
+    /// that send many wrong IDs from one address).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub guard: String,
+    /// Failed conference ID attempts from one source address (IPv6: one
+    /// /64) within --guard-window that block it (403 on INVITE) for
+    /// --guard-cooldown; 0 keys no source.
+    #[arg(long, default_value_t = 10)]
+    pub guard_failures: u32,
+    /// The same for one caller ID (the From URI's user part); 0 keys no caller ID.
+    #[arg(long, default_value_t = 10)]
+    pub guard_caller_id_failures: u32,
+    /// The sliding window failures are counted in, e.g. 10m.
+    #[arg(long, default_value = "10m")]
+    pub guard_window: String,
+    /// How long a block lasts, e.g. 15m.
+    #[arg(long, default_value = "15m")]
+    pub guard_cooldown: String,
+    /// Failed attempts across all sources within --guard-window that raise
+    /// the global alarm (a distributed guess); 0 disables the alarm.
+    #[arg(long, default_value_t = 100)]
+    pub guard_alarm: u32,
+    /// The most sources and caller IDs tracked at once (memory bound under
+    /// a flood of spoofed sources).
+    #[arg(long, default_value_t = 10_000)]
+    pub guard_max_entries: usize,
 }
 
 #[derive(Debug, Args)]

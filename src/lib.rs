@@ -20,6 +20,8 @@
 //!   and hears prompts (no IO)
 //! - [`scenario`]: call scenario files (TOML): the fixture, the steps and
 //!   their expectations, parsed and checked with file and line in errors
+//! - [`guard`]: guessing protection: failed conference ID entries counted
+//!   per source and per caller ID, lockouts and the global alarm (no IO)
 //! - [`records`]: call records and call events as JSON, and the ring of
 //!   recent records the admin API lists
 //! - [`datadir`]: the data folder (store, outbox, token, lock)
@@ -37,6 +39,7 @@ pub mod client;
 pub mod cmd;
 pub mod datadir;
 pub mod directory;
+pub mod guard;
 pub mod media;
 pub mod net;
 pub mod records;

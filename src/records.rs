@@ -418,6 +418,39 @@ pub enum EventJson {
     Ended {
         record: Box<CallRecordJson>,
     },
+    /// Guessing protection blocked a source or caller ID (`call_id`: the
+    /// call whose failed attempt crossed the threshold).
+    GuardBlocked {
+        /// `source` or `caller-id`.
+        kind: &'static str,
+        key: String,
+        until: Timestamp,
+        failures: u32,
+        source: String,
+        caller_id: Option<String>,
+    },
+    /// The first INVITE a block refused with 403 (`call_id`: its Call-ID).
+    GuardRefused {
+        kind: &'static str,
+        key: String,
+        until: Timestamp,
+        source: String,
+        caller_id: Option<String>,
+    },
+    /// A block's cool-down ended (`call_id` empty).
+    GuardUnblocked {
+        kind: &'static str,
+        key: String,
+        refused: u64,
+    },
+    /// The global alarm went on or off (`call_id` empty): failed attempts
+    /// across all sources in the window against the threshold.
+    GuardAlarm {
+        on: bool,
+        failures: u64,
+        threshold: u32,
+        window_s: u64,
+    },
 }
 
 impl EventJson {
@@ -445,6 +478,10 @@ impl EventJson {
             EventJson::Joined { .. } => "joined",
             EventJson::Left => "left",
             EventJson::Ended { .. } => "ended",
+            EventJson::GuardBlocked { .. } => "guard-blocked",
+            EventJson::GuardRefused { .. } => "guard-refused",
+            EventJson::GuardUnblocked { .. } => "guard-unblocked",
+            EventJson::GuardAlarm { .. } => "guard-alarm",
         }
     }
 }

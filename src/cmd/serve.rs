@@ -44,6 +44,26 @@ pub fn port_range(spec: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
     Ok(first..=last)
 }
 
+/// The guessing-protection settings of the flags; `None` for `--guard off`.
+fn guard_config(args: &ServeArgs) -> anyhow::Result<Option<crate::guard::Config>> {
+    if args.guard == "off" {
+        return Ok(None);
+    }
+    let duration = |flag: &str, text: &str| {
+        crate::time::parse_duration(text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+    };
+    let config = crate::guard::Config {
+        failures: args.guard_failures,
+        caller_id_failures: args.guard_caller_id_failures,
+        window: duration("--guard-window", &args.guard_window)?,
+        cooldown: duration("--guard-cooldown", &args.guard_cooldown)?,
+        alarm: args.guard_alarm,
+        max_entries: args.guard_max_entries,
+    };
+    config.validate()?;
+    Ok(Some(config))
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut options = ServeOptions::new(args.data.clone());
     options.admin = args.admin;
@@ -64,6 +84,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     sip.max_calls = args.max_calls;
     sip.ring = crate::time::parse_duration(&args.ring).map_err(anyhow::Error::msg)?;
     sip.mute_prompts = args.mute_prompts;
+    sip.attendant.max_attempts = args.max_attempts;
+    sip.attendant
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--max-attempts: {e}"))?;
+    sip.guard = guard_config(&args)?;
     options.sip = Some(sip);
     options.events = args.events.clone();
     let server = Server::bind(options).await?;

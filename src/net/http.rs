@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::rtp::BridgeMonitor;
 use crate::admin::ids::{ConferenceId, EmailAddress, PhoneNumber};
 use crate::admin::model::NumberKind;
 use crate::admin::service::{EnableRequest, TenantPatch};
@@ -35,6 +36,8 @@ struct ApiState {
     actor: Arc<str>,
     /// The bridge's records of its last calls.
     calls: Arc<CallLog>,
+    /// The running bridge, for `/api/guard` and `/api/metrics`.
+    bridge: Option<BridgeMonitor>,
 }
 
 /// An error answer.
@@ -92,11 +95,24 @@ const IMPORT_LIMIT: usize = 64 << 20;
 /// Builds the API router. `actor` names who the changes are recorded as
 /// made by; `calls` holds the bridge's records of its last calls.
 pub fn router(service: Arc<Service>, token: String, actor: String, calls: Arc<CallLog>) -> Router {
+    router_with_bridge(service, token, actor, calls, None)
+}
+
+/// [`router`] for a server that runs the SIP bridge too: `/api/guard` and
+/// `/api/metrics` report on `bridge`.
+pub fn router_with_bridge(
+    service: Arc<Service>,
+    token: String,
+    actor: String,
+    calls: Arc<CallLog>,
+    bridge: Option<BridgeMonitor>,
+) -> Router {
     let state = ApiState {
         service,
         token: token.into(),
         actor: actor.into(),
         calls,
+        bridge,
     };
     Router::new()
         .route("/api/tenant", get(tenant_show).patch(tenant_set))
@@ -130,6 +146,8 @@ pub fn router(service: Arc<Service>, token: String, actor: String, calls: Arc<Ca
         .route("/api/directory/{id}", get(directory_lookup))
         .route("/api/calls", get(call_list))
         .route("/api/calls/{call_id}", get(call_show))
+        .route("/api/guard", get(guard_show))
+        .route("/api/metrics", get(metrics_show))
         .route("/api/clock", get(clock_show))
         .route("/api/clock/advance", post(clock_advance))
         .fallback(not_found)
@@ -684,6 +702,90 @@ async fn call_show(State(s): State<ApiState>, Path(call_id): Path<String>) -> Ap
             ),
         }),
     }
+}
+
+// ------------------------------------------------------------------ guard, metrics
+
+fn seconds(d: std::time::Duration) -> u64 {
+    // Rounded up: a block with 0.4 s left is not over.
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+async fn guard_show(State(s): State<ApiState>) -> ApiResult {
+    let Some(bridge) = &s.bridge else {
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            code: "no-bridge",
+            message: "this server runs no SIP bridge, so there is no guessing protection to show: start dialin serve with --sip".into(),
+        });
+    };
+    let Some(guard) = bridge.guard() else {
+        return Ok(axum::Json(json!({"enabled": false})).into_response());
+    };
+    let (snapshot, now) = guard.snapshot();
+    let wall = |at| super::guard::wall(at, now);
+    let c = snapshot.config;
+    let blocked: Vec<_> = snapshot
+        .blocked
+        .iter()
+        .map(|b| {
+            json!({
+                "kind": b.key.kind(),
+                "key": b.key.to_string(),
+                "until": wall(b.until),
+                "remaining_s": seconds(b.until.saturating_duration_since(now)),
+                "refused": b.refused,
+            })
+        })
+        .collect();
+    let recent: Vec<_> = snapshot
+        .recent
+        .iter()
+        .map(|r| {
+            json!({
+                "kind": r.key.kind(),
+                "key": r.key.to_string(),
+                "failures": r.failures,
+                "last": wall(r.last),
+            })
+        })
+        .collect();
+    let t = snapshot.totals;
+    Ok(axum::Json(json!({
+        "enabled": true,
+        "config": {
+            "failures": c.failures,
+            "caller_id_failures": c.caller_id_failures,
+            "window_s": c.window.as_secs(),
+            "cooldown_s": c.cooldown.as_secs(),
+            "alarm": c.alarm,
+            "max_entries": c.max_entries,
+        },
+        "alarm": {
+            "on": snapshot.alarm_since.is_some(),
+            "since": snapshot.alarm_since.map(wall),
+            "window_failures": snapshot.window_failures,
+            "threshold": c.alarm,
+        },
+        "blocked": blocked,
+        "recent": recent,
+        "tracked": snapshot.tracked,
+        "totals": {
+            "failures": t.failures,
+            "source_blocks": t.source_blocks,
+            "caller_id_blocks": t.caller_id_blocks,
+            "refused": t.refused,
+            "alarms": t.alarms,
+            "evicted": t.evicted,
+            "untracked": t.untracked,
+        },
+    }))
+    .into_response())
+}
+
+async fn metrics_show(State(s): State<ApiState>) -> ApiResult {
+    let text = super::metrics::render(s.bridge.as_ref());
+    Ok(([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 // ------------------------------------------------------------------ clock

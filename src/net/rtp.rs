@@ -19,6 +19,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::attendant::{AttemptResult, Outcome};
 use crate::call::{Call, CallEnd, CallEvent, MeetingKey};
 use crate::directory::Directory;
 use crate::records::{
@@ -27,6 +28,7 @@ use crate::records::{
 use crate::sip::message::{Request, Response, SipHeaders};
 
 use super::events::EventSink;
+use super::guard::GuardHandle;
 use super::sip::Outbound;
 use crate::call::Source;
 
@@ -147,6 +149,48 @@ pub struct CallShared {
     pub ended: AtomicU64,
     /// Woken at every end, for whoever waits on the monitor.
     pub end_signal: tokio::sync::Notify,
+    /// Guessing protection, unless it is off (`--guard off`).
+    pub guard: Option<Arc<GuardHandle>>,
+    /// Counters for the metrics.
+    pub stats: BridgeStats,
+}
+
+/// The attempt results, in the order of [`BridgeStats::attempts`].
+pub const ATTEMPT_RESULTS: [&str; 5] = ["accepted", "unknown", "revoked", "malformed", "no-input"];
+
+fn attempt_index(result: &AttemptResult) -> usize {
+    match result {
+        AttemptResult::Accepted { .. } => 0,
+        AttemptResult::Unknown { .. } => 1,
+        AttemptResult::Revoked { .. } => 2,
+        AttemptResult::Malformed(_) => 3,
+        AttemptResult::NoInput => 4,
+    }
+}
+
+/// Whether an attempt counts toward guessing protection: a wrong ID
+/// (unknown, revoked, malformed). No input tries no ID (see `guard`).
+pub fn is_guess_failure(result: &AttemptResult) -> bool {
+    matches!(
+        result,
+        AttemptResult::Unknown { .. } | AttemptResult::Revoked { .. } | AttemptResult::Malformed(_)
+    )
+}
+
+/// Counters since the bridge started, for `GET /api/metrics`.
+#[derive(Debug, Default)]
+pub struct BridgeStats {
+    /// INVITEs that started a call.
+    pub calls: AtomicU64,
+    /// Calls the attendant turned away (out of attempts).
+    pub rejected: AtomicU64,
+    /// Attempts by result, in the order of [`ATTEMPT_RESULTS`].
+    pub attempts: [AtomicU64; 5],
+    /// New INVITEs the router refused: 403 (guard), 404 (not the
+    /// tenant's number), 503 (overload, shutdown).
+    pub refused_403: AtomicU64,
+    pub refused_404: AtomicU64,
+    pub refused_503: AtomicU64,
 }
 
 fn now() -> std::time::Instant {
@@ -215,6 +259,7 @@ pub async fn run_call(
 ) {
     let mut recorder = Recorder::new(&call, anchor, shared.events.clone());
     recorder.started();
+    let caller_id = super::guard::caller_id(call.invite());
     let mut socket = Some(socket);
     let mut buf = vec![0u8; 2048];
     let mut inbox_open = true;
@@ -253,6 +298,19 @@ pub async fn run_call(
                         recorder.emit(at, || EventJson::prompt(prompt));
                     }
                     CallEvent::Attempt(attempt) => {
+                        shared.stats.attempts[attempt_index(&attempt.result)]
+                            .fetch_add(1, Ordering::Relaxed);
+                        // As it happens, not at the call's end: a caller
+                        // is blocked within the calls the threshold implies.
+                        if let Some(guard) = &shared.guard
+                            && is_guess_failure(&attempt.result)
+                        {
+                            guard.record_failure(
+                                recorder.info.source.addr.ip(),
+                                caller_id.as_deref(),
+                                &recorder.info.call_id,
+                            );
+                        }
                         let anchor = recorder.info.anchor;
                         recorder.emit(at, || EventJson::Attempt {
                             attempt: AttemptJson::new(&attempt, &anchor),
@@ -282,6 +340,12 @@ pub async fn run_call(
                     }
                     CallEvent::Ended { end, record } => {
                         tracing::info!(?end, "ended");
+                        if record
+                            .as_deref()
+                            .is_some_and(|r| matches!(r.outcome, Outcome::Rejected(_)))
+                        {
+                            shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                        }
                         let json = CallRecordJson::new(&recorder.info, &end, record.as_deref(), at);
                         recorder.emit(at, || EventJson::Ended {
                             record: Box::new(json.clone()),
@@ -400,6 +464,16 @@ impl BridgeMonitor {
     /// Calls the bridge hung up on (BYE with a Reason) since it started.
     pub fn bridge_hangups(&self) -> u64 {
         self.0.bridge_hangups.load(Ordering::Relaxed)
+    }
+
+    /// Counters since the bridge started.
+    pub fn stats(&self) -> &BridgeStats {
+        &self.0.stats
+    }
+
+    /// Guessing protection, unless it is off.
+    pub fn guard(&self) -> Option<&Arc<GuardHandle>> {
+        self.0.guard.as_ref()
     }
 
     /// Callers in a meeting's room now.

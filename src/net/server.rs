@@ -166,11 +166,12 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let router = super::http::router(
+        let router = super::http::router_with_bridge(
             self.service.clone(),
             self.token.clone(),
             "admin-token".into(),
             self.calls.clone(),
+            self.sip.as_ref().map(SipServer::monitor),
         );
         let ticker = tokio::spawn(run_ticker(self.service.clone(), self.tick));
         // One trigger, two listeners: the SIP side drains its calls while

@@ -2,7 +2,8 @@
 //! the same address, a router that parses each datagram or framed TCP
 //! message and hands it to the call it belongs to (by Call-ID), and the
 //! answers that need no call: OPTIONS 200, 404 for a number that is not the
-//! tenant's, 405, 481, 400 and 503 (overload, shutdown).
+//! tenant's, 405, 481, 400, 503 (overload, shutdown) and 403 for a source
+//! or caller ID that guessing protection blocked ([`crate::guard`]).
 //!
 //! The decisions about a call are in [`crate::call`]; this module only
 //! moves bytes. Responses go back to where the request came from (the UDP
@@ -36,6 +37,7 @@ use crate::sip::transaction::{TimerConfig, Transport};
 use crate::records::{CallLog, TimeAnchor};
 
 use super::events::EventSink;
+use super::guard::GuardHandle;
 use super::rtp::{BridgeMonitor, CallInput, CallShared, Roster, RtpPorts, run_call};
 
 /// A call's inbox: SIP routed to it. Full means the call is far behind; a
@@ -45,6 +47,8 @@ const CALL_INBOX: usize = 64;
 const TCP_INBOX: usize = 1024;
 /// Retry-After (seconds) on 503s.
 const RETRY_AFTER: &str = "5";
+/// The reason phrase of a guard's 403.
+const BLOCKED_REASON: &str = "Forbidden";
 /// Binding UDP and TCP on one ephemeral port: tries before giving up.
 const BIND_TRIES: usize = 20;
 
@@ -70,6 +74,8 @@ pub struct SipOptions {
     pub log: Arc<CallLog>,
     /// The events file, if any.
     pub events: Option<EventSink>,
+    /// Guessing protection; `None` turns it off (`--guard off`).
+    pub guard: Option<crate::guard::Config>,
 }
 
 impl SipOptions {
@@ -86,6 +92,7 @@ impl SipOptions {
             ring: Duration::ZERO,
             log: Arc::new(CallLog::default()),
             events: None,
+            guard: Some(crate::guard::Config::default()),
         }
     }
 }
@@ -173,6 +180,10 @@ impl SipServer {
                         events: options.events.clone(),
                         ended: AtomicU64::new(0),
                         end_signal: tokio::sync::Notify::new(),
+                        guard: options
+                            .guard
+                            .map(|c| Arc::new(GuardHandle::new(c, options.events.clone()))),
+                        stats: Default::default(),
                     });
                     return Ok(SipServer {
                         shared,
@@ -234,6 +245,13 @@ impl SipServer {
                 drain_until
                     .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
             );
+            // Blocks end and the alarm clears on time, not only when the
+            // next INVITE or failure comes.
+            let guard_deadline = router.shared.guard.as_ref().and_then(|g| g.next_deadline());
+            let guard_sleep = tokio::time::sleep_until(guard_deadline.map_or_else(
+                || tokio::time::Instant::now() + Duration::from_secs(3600),
+                tokio::time::Instant::from_std,
+            ));
             tokio::select! {
                 received = self.udp.recv_from(&mut buf) => match received {
                     Ok((n, from)) => {
@@ -264,6 +282,11 @@ impl SipServer {
                     drain_until = Some(tokio::time::Instant::now() + router.options.drain);
                     for handle in router.calls.values() {
                         let _ = handle.try_send(CallInput::Shutdown);
+                    }
+                }
+                () = guard_sleep, if guard_deadline.is_some() => {
+                    if let Some(guard) = &router.shared.guard {
+                        guard.tick();
                     }
                 }
                 () = drain_sleep, if drain_until.is_some() => {
@@ -480,7 +503,9 @@ impl Router {
 
     async fn new_call(&mut self, request: Request, source: Source) {
         let out = self.shared.out.clone();
+        let stats = &self.shared.stats;
         let unavailable = |why: &str| {
+            stats.refused_503.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(why, "INVITE refused with 503");
             out.reply(
                 source,
@@ -494,6 +519,38 @@ impl Router {
         if self.draining {
             return unavailable("shutting down");
         }
+        // Before anything that costs: a blocked source gets no port, no
+        // call task and no lookup.
+        if let Some(guard) = &self.shared.guard {
+            let caller_id = super::guard::caller_id(&request);
+            let call_id = request.call_id().unwrap_or_default();
+            if let crate::guard::Admit::Blocked { until, .. } =
+                guard.admit(source.addr.ip(), caller_id.as_deref(), call_id)
+            {
+                stats.refused_403.fetch_add(1, Ordering::Relaxed);
+                let wait = until
+                    .saturating_duration_since(tokio::time::Instant::now().into_std())
+                    .as_secs()
+                    .max(1);
+                tracing::debug!(from = %source.addr, "INVITE from a blocked key: 403");
+                // RFC 3261 §20.33 defines Retry-After for 404, 413, 480,
+                // 486, 500, 503, 600 and 603, not 403: the hint goes in a
+                // Warning (§20.43, code 399 "miscellaneous", the agent as
+                // a pseudonym). It says why, never anything about an ID.
+                let warning = format!(
+                    "399 dialin \"too many failed conference ID attempts; try again in {wait} s\""
+                );
+                out.reply(
+                    source,
+                    request
+                        .response(403, BLOCKED_REASON)
+                        .to_tag(&random_tag())
+                        .header("Warning", &warning)
+                        .to_bytes(),
+                );
+                return;
+            }
+        }
         if self.shared.active.load(Ordering::Acquire) >= self.options.max_calls {
             return unavailable("--max-calls reached");
         }
@@ -502,6 +559,7 @@ impl Router {
         // task never waits on the store.
         let numbers = self.service.dial_in_numbers();
         if !dials_number(&request, &numbers) {
+            stats.refused_404.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 uri = request.uri(),
                 "INVITE to a number that is not the tenant's: 404"
@@ -554,6 +612,7 @@ impl Router {
             )
         });
         self.shared.active.fetch_add(1, Ordering::AcqRel);
+        self.shared.stats.calls.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(CALL_INBOX);
         self.calls.insert(call_id.clone(), tx);
         let shared = self.shared.clone();
