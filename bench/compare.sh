@@ -167,7 +167,8 @@ sipp_args() {
 # One SIPp run of a scenario, one call; fails the script's check when SIPp does.
 check() {
     local server=$1 scenario=$2 inf=${3:-}
-    local log=$OUT/check-$server-$(basename "$scenario" .xml).log
+    local log
+    log=$OUT/check-$server-$(basename "$scenario" .xml).log
     local -a extra=()
     [[ -n $inf ]] && extra=(-inf "$inf")
     # shellcheck disable=SC2046
@@ -415,14 +416,18 @@ awk -F'\t' '
             k = order[i]
             printf "  %-16s %s\n", k, (k in best) ? best[k] " calls/s" : "none"
         }
-        b = "sipp bridge"; r = "sipp kamailio"
-        if (!(b in best) || !(r in best)) { print "ratios: need a held rate for both servers"; exit }
-        # The highest rate both held: CPU per call compared at the same load.
-        common = 0
-        for (key in held) {
-            split(key, kr, SUBSEP)
-            if (kr[1] == b && ((r, kr[2]) in held) && kr[2] + 0 > common) common = kr[2] + 0
+        b = "sipp bridge"; r = "sipp kamailio"; l = "load bridge"
+        if ((b in best) && (l in best)) {
+            c = common_rate(b, l)
+            print ""
+            printf "generators against the bridge at %d calls/s (the highest rate both held):\n", c
+            printf "  SIPp         bridge %6s us, generator %6s us per call\n", us[b, c], gus[b, c]
+            printf "  dialin load  bridge %6s us, generator %6s us per call\n", us[l, c], gus[l, c]
+            if (gus[b, c] > 0) printf "  generator CPU per call, dialin load/SIPp: %.2f\n", gus[l, c] / gus[b, c]
         }
+        if (!(b in best) || !(r in best)) { print ""; print "ratios dialin/kamailio: need a held rate for both servers"; exit }
+        # The highest rate both held: CPU per call compared at the same load.
+        common = common_rate(b, r)
         print ""
         if (common > 0) {
             printf "CPU per call at %d calls/s (the highest rate both held):\n", common
@@ -434,6 +439,14 @@ awk -F'\t' '
         printf "  highest held rate  %.2f\n", best[b] / best[r]
         if (common > 0 && us[r, common] > 0)
             printf "  CPU per call       %.2f  (at %d calls/s)\n", us[b, common] / us[r, common], common
+    }
+    function common_rate(x, y,    key, kr, c) {
+        c = 0
+        for (key in held) {
+            split(key, kr, SUBSEP)
+            if (kr[1] == x && ((y, kr[2]) in held) && kr[2] + 0 > c) c = kr[2] + 0
+        }
+        return c
     }' "$RESULTS"
 echo
 note "logs in $OUT"
