@@ -85,6 +85,8 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/api/directory/{id}", "/api/directory/1234567"),
     ("GET", "/api/calls", "/api/calls"),
     ("GET", "/api/calls/{call_id}", "/api/calls/abc@127.0.0.1"),
+    ("GET", "/api/bridge", "/api/bridge"),
+    ("GET", "/api/rooms/{conference_id}", "/api/rooms/7654321"),
     ("GET", "/api/clock", "/api/clock"),
     ("POST", "/api/clock/advance", "/api/clock/advance"),
 ];

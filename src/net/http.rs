@@ -23,7 +23,9 @@ use crate::admin::ids::{ConferenceId, EmailAddress, PhoneNumber};
 use crate::admin::model::NumberKind;
 use crate::admin::service::{EnableRequest, TenantPatch};
 use crate::admin::{AdminError, Service};
+use crate::call::MeetingKey;
 use crate::directory::Lookup;
+use crate::net::rtp::BridgeMonitor;
 use crate::records::CallLog;
 use crate::time::{Timestamp, parse_duration};
 
@@ -35,6 +37,8 @@ struct ApiState {
     actor: Arc<str>,
     /// The bridge's records of its last calls.
     calls: Arc<CallLog>,
+    /// The bridge's live counters and rooms; `None` when no SIP bridge runs.
+    bridge: Option<BridgeMonitor>,
 }
 
 /// An error answer.
@@ -90,13 +94,21 @@ const BODY_LIMIT: usize = 2 << 20;
 const IMPORT_LIMIT: usize = 64 << 20;
 
 /// Builds the API router. `actor` names who the changes are recorded as
-/// made by; `calls` holds the bridge's records of its last calls.
-pub fn router(service: Arc<Service>, token: String, actor: String, calls: Arc<CallLog>) -> Router {
+/// made by; `calls` holds the bridge's records of its last calls;
+/// `bridge` watches the bridge's live calls (`None` without SIP).
+pub fn router(
+    service: Arc<Service>,
+    token: String,
+    actor: String,
+    calls: Arc<CallLog>,
+    bridge: Option<BridgeMonitor>,
+) -> Router {
     let state = ApiState {
         service,
         token: token.into(),
         actor: actor.into(),
         calls,
+        bridge,
     };
     Router::new()
         .route("/api/tenant", get(tenant_show).patch(tenant_set))
@@ -130,6 +142,8 @@ pub fn router(service: Arc<Service>, token: String, actor: String, calls: Arc<Ca
         .route("/api/directory/{id}", get(directory_lookup))
         .route("/api/calls", get(call_list))
         .route("/api/calls/{call_id}", get(call_show))
+        .route("/api/bridge", get(bridge_show))
+        .route("/api/rooms/{conference_id}", get(room_show))
         .route("/api/clock", get(clock_show))
         .route("/api/clock/advance", post(clock_advance))
         .fallback(not_found)
@@ -684,6 +698,44 @@ async fn call_show(State(s): State<ApiState>, Path(call_id): Path<String>) -> Ap
             ),
         }),
     }
+}
+
+// ------------------------------------------------------------------ bridge
+
+fn bridge_of(s: &ApiState) -> Result<&BridgeMonitor, ApiError> {
+    s.bridge.as_ref().ok_or_else(|| ApiError {
+        status: StatusCode::CONFLICT,
+        code: "no-bridge",
+        message: "this server runs the admin API only, with no SIP bridge: start it with `dialin serve --sip ADDR`".into(),
+    })
+}
+
+/// The bridge's live counters, since it started.
+async fn bridge_show(State(s): State<ApiState>) -> ApiResult {
+    let bridge = bridge_of(&s)?;
+    Ok(axum::Json(json!({
+        "active_calls": bridge.active_calls(),
+        "joined_total": bridge.joined_total(),
+        "ended_total": bridge.ended_total(),
+        "bridge_hangups": bridge.bridge_hangups(),
+    }))
+    .into_response())
+}
+
+/// Who is in the meeting an active ID leads to, now. A revoked or unknown
+/// ID leads to no meeting: `callers` is null.
+async fn room_show(State(s): State<ApiState>, Path(text): Path<String>) -> ApiResult {
+    let bridge = bridge_of(&s)?;
+    let id: ConferenceId = text.parse().map_err(ApiError::bad_request)?;
+    let answer = match s.service.lookup(id) {
+        Lookup::Valid(t) => json!({
+            "conference_id": id, "status": "valid",
+            "callers": bridge.in_room(&MeetingKey::from(t)),
+        }),
+        Lookup::Revoked(_) => json!({"conference_id": id, "status": "revoked", "callers": null}),
+        Lookup::Unknown => json!({"conference_id": id, "status": "unknown", "callers": null}),
+    };
+    Ok(axum::Json(answer).into_response())
 }
 
 // ------------------------------------------------------------------ clock

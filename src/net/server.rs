@@ -171,6 +171,7 @@ impl Server {
             self.token.clone(),
             "admin-token".into(),
             self.calls.clone(),
+            self.sip.as_ref().map(SipServer::monitor),
         );
         let ticker = tokio::spawn(run_ticker(self.service.clone(), self.tick));
         // One trigger, two listeners: the SIP side drains its calls while

@@ -25,8 +25,8 @@ use crate::caller::DtmfPlan;
 use crate::media::dtmf::DtmfMethod;
 
 pub use model::{
-    Action, AdminAction, AdminSpec, CallSpec, Expect, MeetingSpec, NumberSpec, Step, Template,
-    TenantSettings, UserSpec,
+    Action, AdminAction, AdminSpec, CallSpec, ClockNeed, Expect, MeetingSpec, NumberSpec, Step,
+    Template, TenantSettings, UserSpec,
 };
 use model::{MEETING_FIELDS, ScenarioFile, USER_FIELDS};
 
@@ -65,6 +65,7 @@ pub struct Scenario {
     pub file: PathBuf,
     pub title: String,
     pub description: Option<String>,
+    pub clock: ClockNeed,
     pub tenant: TenantSettings,
     pub numbers: Vec<NumberSpec>,
     pub users: Vec<UserSpec>,
@@ -90,6 +91,7 @@ impl Scenario {
             file,
             title: parsed.title,
             description: parsed.description,
+            clock: parsed.clock,
             tenant: parsed.tenant,
             numbers: parsed.numbers,
             users: parsed.users,
@@ -515,6 +517,21 @@ impl Checker<'_> {
                 Some(user) => self.expect_kind(user, Kind::User)?,
                 None => return Err(needs("user = \"NAME\"")),
             },
+        }
+        if action != AdminAction::Enable {
+            let only_enable = [
+                ("provider", admin.provider.is_some()),
+                ("replace_provider", admin.replace_provider),
+            ];
+            if let Some((key, _)) = only_enable.iter().find(|(_, set)| *set) {
+                return Err(self.err(
+                    admin.action.span(),
+                    format!(
+                        "{key} applies to admin action enable, not {}: remove it or use action = \"enable\"",
+                        action.as_str()
+                    ),
+                ));
+            }
         }
         if action == AdminAction::SetId && admin.conference_id.is_none() {
             return Err(needs("conference_id = \"NEW ID\""));
