@@ -806,6 +806,76 @@ outcome = "joined"
     }
 
     #[test]
+    fn enable_takes_a_provider_and_replace_provider() {
+        let base = "title = \"t\"\n[[user]]\nname = \"ian\"\nemail = \"ian@contoso.com\"\nprovider = { third-party = \"InterCall\" }\nconference_id = \"12345678\"\n[[step]]\nname = \"a\"\n[step.admin]\n";
+        let text = format!(
+            "{base}action = \"enable\"\nuser = \"ian\"\nprovider = \"microsoft\"\nreplace_provider = true\n"
+        );
+        let s = Scenario::from_str(&text, "t.toml").unwrap();
+        let Action::Admin(admin) = &s.steps[0].action else {
+            panic!("an admin step")
+        };
+        assert_eq!(admin.provider, Some(model::ProviderSpec::Microsoft));
+        assert!(admin.replace_provider);
+        let text = format!(
+            "{base}action = \"enable\"\nuser = \"ian\"\nprovider = {{ third-party = \"PGi\" }}\n"
+        );
+        let s = Scenario::from_str(&text, "t.toml").unwrap();
+        let Action::Admin(admin) = &s.steps[0].action else {
+            panic!("an admin step")
+        };
+        assert_eq!(
+            admin.provider,
+            Some(model::ProviderSpec::ThirdParty("PGi".into()))
+        );
+        assert!(!admin.replace_provider);
+
+        // Only enable takes them; the error points at the action.
+        let text =
+            format!("{base}action = \"reset-id\"\nuser = \"ian\"\nreplace_provider = true\n");
+        let (line, shown) = error(&text);
+        assert_eq!(line, line_of(&text, "action = \"reset-id\""), "{shown}");
+        assert!(
+            shown.contains("replace_provider applies to admin action enable, not reset-id"),
+            "{shown}"
+        );
+        let text =
+            format!("{base}action = \"disable\"\nuser = \"ian\"\nprovider = \"microsoft\"\n");
+        let (_, shown) = error(&text);
+        assert!(
+            shown.contains("provider applies to admin action enable"),
+            "{shown}"
+        );
+        // A typo is an unknown key with its line.
+        let text = format!("{base}action = \"enable\"\nuser = \"ian\"\nreplace_providers = true\n");
+        let (line, shown) = error(&text);
+        assert_eq!(line, line_of(&text, "replace_providers"), "{shown}");
+        assert!(
+            shown.contains("unknown field `replace_providers`"),
+            "{shown}"
+        );
+        let text = format!("{base}action = \"enable\"\nuser = \"ian\"\nprovider = \"acme\"\n");
+        let (line, _) = error(&text);
+        assert_eq!(line, line_of(&text, "provider = \"acme\""));
+    }
+
+    #[test]
+    fn the_clock_key_says_what_a_real_clock_does_to_the_scenario() {
+        let s = Scenario::from_str(MINIMAL, "t.toml").unwrap();
+        assert_eq!(s.clock, ClockNeed::Required);
+        let text = format!("clock = \"skip-advance\"\n{MINIMAL}");
+        let s = Scenario::from_str(&text, "t.toml").unwrap();
+        assert_eq!(s.clock, ClockNeed::SkipAdvance);
+        let text = format!("clock = \"sometimes\"\n{MINIMAL}");
+        let (line, shown) = error(&text);
+        assert_eq!(line, 1, "{shown}");
+        assert!(
+            shown.contains("required") && shown.contains("skip-advance"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn wait_for_names_an_earlier_concurrent_step() {
         let text = format!("{MINIMAL}\n[[step]]\nname = \"w\"\nwait_for = \"join\"\n");
         let (line, shown) = error(&text);

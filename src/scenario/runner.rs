@@ -445,6 +445,8 @@ struct Run<'a> {
     completed: HashMap<String, Timestamp>,
     /// Concurrent step name → its running calls.
     pending: HashMap<String, Vec<CallTask>>,
+    /// Unique to this run; each call's seed counts up from it.
+    seed_base: u64,
     seed: u64,
 }
 
@@ -459,6 +461,12 @@ fn resolve(t: &Template, values: &Values, step: &str) -> Result<String, Failure>
 /// A tag unique to one scenario run: its fixture's emails carry it on a
 /// shared bridge, so that a second run does not meet the first one's users.
 fn run_tag() -> String {
+    format!("r{:010x}", unique() & 0xff_ffff_ffff)
+}
+
+/// A number no other call of this function returns, in this process or
+/// (with overwhelming likelihood) another one.
+fn unique() -> u64 {
     static RUNS: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -479,7 +487,7 @@ fn run_tag() -> String {
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
     }
-    format!("r{:010x}", hash & 0xff_ffff_ffff)
+    hash
 }
 
 /// `alice@contoso.com` with `tag` → `alice+r…@contoso.com` (an address that
@@ -560,7 +568,8 @@ impl<'a> Run<'a> {
             captures: HashMap::new(),
             completed: HashMap::new(),
             pending: HashMap::new(),
-            seed: 1,
+            seed_base: unique(),
+            seed: 0,
         }
     }
 
@@ -1201,8 +1210,11 @@ impl<'a> Run<'a> {
 
     fn next_seed(&mut self) -> u64 {
         self.seed += 1;
-        // Distinct across scenarios running at once in one process.
-        (u64::from(std::process::id()) << 32) ^ (FOLDER.load(Ordering::Relaxed) << 20) ^ self.seed
+        // The caller's Call-ID and tags come from this seed: distinct across
+        // runs (a running bridge remembers the Call-IDs of its last calls
+        // and answers a reused one 481), across scenarios at once in one
+        // process, and across processes.
+        self.seed_base.wrapping_add(self.seed)
     }
 
     fn spawn_call(&self, config: CallConfig, step: &str) -> CallTask {
