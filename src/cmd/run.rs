@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::cli::RunArgs;
@@ -34,39 +33,45 @@ pub fn load_paths(paths: &[PathBuf]) -> Vec<Loaded> {
     loaded
 }
 
-/// Runs the loaded scenarios, `jobs` at a time; `each` sees every result as
-/// it comes. The results come back in the order of `loaded`.
+/// Runs the loaded scenarios, `jobs` at a time, started in the order of
+/// `loaded` (on a shared bridge one scenario's fixed ID can make a later one
+/// skip, so the order must not depend on the scheduler); `each` sees every
+/// result as it comes. The results come back in the order of `loaded`.
 pub async fn run_loaded(
     loaded: Vec<Loaded>,
     jobs: usize,
     options: RunOptions,
     mut each: impl FnMut(&FileResult),
 ) -> Vec<FileResult> {
-    let permits = Arc::new(Semaphore::new(jobs.max(1)));
+    let jobs = jobs.max(1);
     let options = Arc::new(options);
     let mut slots: Vec<Option<FileResult>> = vec![None; loaded.len()];
+    let mut queue = loaded.into_iter().enumerate();
     let mut tasks = JoinSet::new();
-    for (index, (file, scenario)) in loaded.into_iter().enumerate() {
-        match scenario {
-            Err(e) => {
-                let result = FileResult::Invalid {
-                    file,
-                    error: e.to_string(),
-                };
-                each(&result);
-                slots[index] = Some(result);
-            }
-            Ok(scenario) => {
-                let permits = permits.clone();
-                let options = options.clone();
-                tasks.spawn(async move {
-                    let _permit = permits.acquire_owned().await;
-                    (index, run_scenario(&scenario, &options).await)
-                });
+    loop {
+        // Start the next ones while there is room.
+        while tasks.len() < jobs {
+            let Some((index, (file, scenario))) = queue.next() else {
+                break;
+            };
+            match scenario {
+                Err(e) => {
+                    let result = FileResult::Invalid {
+                        file,
+                        error: e.to_string(),
+                    };
+                    each(&result);
+                    slots[index] = Some(result);
+                }
+                Ok(scenario) => {
+                    let options = options.clone();
+                    tasks.spawn(async move { (index, run_scenario(&scenario, &options).await) });
+                }
             }
         }
-    }
-    while let Some(joined) = tasks.join_next().await {
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
         match joined {
             Ok((index, result)) => {
                 let result = FileResult::Ran(result);

@@ -7,7 +7,7 @@
 //! meetings and steps that exist, digits the caller can press). Every error
 //! names the file, the line and the column, and says what is expected.
 //! [`runner::run_scenario`] runs a checked scenario on its own in-process
-//! bridge; [`report`] turns the results into text, JUnit XML and JSON.
+//! bridge, or on one that already runs; [`report`] turns the results into text, JUnit XML and JSON.
 
 pub mod model;
 pub mod report;
