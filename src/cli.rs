@@ -30,7 +30,8 @@ pub enum Command {
     /// by step, for an audience (`--fast` for CI).
     Demo(DemoArgs),
     /// Run scenario files (or folders of them), each on its own in-process
-    /// bridge; exits non-zero unless every scenario passed.
+    /// bridge, or with --target on a bridge that already runs; exits
+    /// non-zero if a scenario failed.
     Run(RunArgs),
 }
 
@@ -54,6 +55,31 @@ pub struct RunArgs {
     /// No progress bar (it shows only on a terminal, for more than 3 files).
     #[arg(long)]
     pub no_progress: bool,
+    /// Run on a bridge that already runs, whose SIP listens here
+    /// (sip:HOST:PORT), instead of on a bridge of each scenario's own.
+    /// Scenarios then run one at a time.
+    #[arg(long, value_name = "sip:HOST:PORT")]
+    pub target: Option<String>,
+    /// With --target: the bridge's admin API (http://HOST:PORT); default:
+    /// the one in the data folder's server.json.
+    #[arg(long, value_name = "URL", requires = "target")]
+    pub admin: Option<String>,
+    /// With --target: the admin API's bearer token; default: the data
+    /// folder's admin-token.
+    #[arg(long, requires = "target", conflicts_with = "token_file")]
+    pub token: Option<String>,
+    /// With --target: read the bearer token from this file.
+    #[arg(long, value_name = "FILE", requires = "target")]
+    pub token_file: Option<PathBuf>,
+    /// With --target: the running bridge's data folder, where the admin URL
+    /// and token are read when --admin or --token is not given.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "target",
+        default_value = "./dialin-data"
+    )]
+    pub data: PathBuf,
 }
 
 #[derive(Debug, Args)]

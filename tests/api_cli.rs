@@ -87,6 +87,8 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/api/calls/{call_id}", "/api/calls/abc@127.0.0.1"),
     ("GET", "/api/guard", "/api/guard"),
     ("GET", "/api/metrics", "/api/metrics"),
+    ("GET", "/api/bridge", "/api/bridge"),
+    ("GET", "/api/rooms/{conference_id}", "/api/rooms/7654321"),
     ("GET", "/api/clock", "/api/clock"),
     ("POST", "/api/clock/advance", "/api/clock/advance"),
 ];

@@ -87,7 +87,7 @@ pub struct DialInNumber {
     pub default: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
@@ -140,7 +140,7 @@ impl fmt::Display for Provider {
 }
 
 /// A user as listings show it: the PIN is masked.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub id: UserId,
     pub email: EmailAddress,
@@ -158,7 +158,7 @@ pub struct User {
 }
 
 /// Whether a meeting's invitation still carries an ID that works.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InvitationState {
     /// The invitation carries the organizer's current ID (or its own dynamic ID).
@@ -169,7 +169,7 @@ pub enum InvitationState {
     Migrated,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meeting {
     pub id: MeetingId,
     pub organizer: EmailAddress,
@@ -218,7 +218,7 @@ impl FromStr for JobState {
 }
 
 /// A meeting migration job for one user (the Meeting Migration Service).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrationJob {
     pub id: JobId,
     pub user: EmailAddress,
@@ -270,7 +270,7 @@ impl FromStr for EmailKind {
 
 /// An email in the outbox: queued at commit, delivered to the `.eml` folder
 /// (and the SMTP relay, when one is set) right after.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Email {
     pub id: EmailId,
     pub to: EmailAddress,
@@ -285,7 +285,7 @@ pub struct Email {
     /// The `.eml` file name in the outbox folder, once written.
     pub file: Option<String>,
     /// The plain-text body (with `show`, not in listings).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
 }
 

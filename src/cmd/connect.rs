@@ -83,6 +83,7 @@ pub async fn connect(
                 "local-cli".into(),
                 // No server runs, so no calls: an empty list.
                 Arc::new(crate::records::CallLog::default()),
+                None,
             );
             Ok(Connection {
                 client: Client::local(router, token),

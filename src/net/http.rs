@@ -24,6 +24,7 @@ use crate::admin::ids::{ConferenceId, EmailAddress, PhoneNumber};
 use crate::admin::model::NumberKind;
 use crate::admin::service::{EnableRequest, TenantPatch};
 use crate::admin::{AdminError, Service};
+use crate::call::MeetingKey;
 use crate::directory::Lookup;
 use crate::records::CallLog;
 use crate::time::{Timestamp, parse_duration};
@@ -36,7 +37,7 @@ struct ApiState {
     actor: Arc<str>,
     /// The bridge's records of its last calls.
     calls: Arc<CallLog>,
-    /// The running bridge, for `/api/guard` and `/api/metrics`.
+    /// The bridge's live counters and rooms; `None` when no SIP bridge runs.
     bridge: Option<BridgeMonitor>,
 }
 
@@ -93,14 +94,9 @@ const BODY_LIMIT: usize = 2 << 20;
 const IMPORT_LIMIT: usize = 64 << 20;
 
 /// Builds the API router. `actor` names who the changes are recorded as
-/// made by; `calls` holds the bridge's records of its last calls.
-pub fn router(service: Arc<Service>, token: String, actor: String, calls: Arc<CallLog>) -> Router {
-    router_with_bridge(service, token, actor, calls, None)
-}
-
-/// [`router`] for a server that runs the SIP bridge too: `/api/guard` and
-/// `/api/metrics` report on `bridge`.
-pub fn router_with_bridge(
+/// made by; `calls` holds the bridge's records of its last calls;
+/// `bridge` watches the bridge's live calls (`None` without SIP).
+pub fn router(
     service: Arc<Service>,
     token: String,
     actor: String,
@@ -148,6 +144,8 @@ pub fn router_with_bridge(
         .route("/api/calls/{call_id}", get(call_show))
         .route("/api/guard", get(guard_show))
         .route("/api/metrics", get(metrics_show))
+        .route("/api/bridge", get(bridge_show))
+        .route("/api/rooms/{conference_id}", get(room_show))
         .route("/api/clock", get(clock_show))
         .route("/api/clock/advance", post(clock_advance))
         .fallback(not_found)
@@ -704,6 +702,28 @@ async fn call_show(State(s): State<ApiState>, Path(call_id): Path<String>) -> Ap
     }
 }
 
+// ------------------------------------------------------------------ bridge
+
+fn bridge_of(s: &ApiState) -> Result<&BridgeMonitor, ApiError> {
+    s.bridge.as_ref().ok_or_else(|| ApiError {
+        status: StatusCode::CONFLICT,
+        code: "no-bridge",
+        message: "this server runs the admin API only, with no SIP bridge: start it with `dialin serve --sip ADDR`".into(),
+    })
+}
+
+/// The bridge's live counters, since it started.
+async fn bridge_show(State(s): State<ApiState>) -> ApiResult {
+    let bridge = bridge_of(&s)?;
+    Ok(axum::Json(json!({
+        "active_calls": bridge.active_calls(),
+        "joined_total": bridge.joined_total(),
+        "ended_total": bridge.ended_total(),
+        "bridge_hangups": bridge.bridge_hangups(),
+    }))
+    .into_response())
+}
+
 // ------------------------------------------------------------------ guard, metrics
 
 fn seconds(d: std::time::Duration) -> u64 {
@@ -712,13 +732,7 @@ fn seconds(d: std::time::Duration) -> u64 {
 }
 
 async fn guard_show(State(s): State<ApiState>) -> ApiResult {
-    let Some(bridge) = &s.bridge else {
-        return Err(ApiError {
-            status: StatusCode::CONFLICT,
-            code: "no-bridge",
-            message: "this server runs no SIP bridge, so there is no guessing protection to show: start dialin serve with --sip".into(),
-        });
-    };
+    let bridge = bridge_of(&s)?;
     let Some(guard) = bridge.guard() else {
         return Ok(axum::Json(json!({"enabled": false})).into_response());
     };
@@ -786,6 +800,22 @@ async fn guard_show(State(s): State<ApiState>) -> ApiResult {
 async fn metrics_show(State(s): State<ApiState>) -> ApiResult {
     let text = super::metrics::render(s.bridge.as_ref());
     Ok(([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response())
+}
+
+/// Who is in the meeting an active ID leads to, now. A revoked or unknown
+/// ID leads to no meeting: `callers` is null.
+async fn room_show(State(s): State<ApiState>, Path(text): Path<String>) -> ApiResult {
+    let bridge = bridge_of(&s)?;
+    let id: ConferenceId = text.parse().map_err(ApiError::bad_request)?;
+    let answer = match s.service.lookup(id) {
+        Lookup::Valid(t) => json!({
+            "conference_id": id, "status": "valid",
+            "callers": bridge.in_room(&MeetingKey::from(t)),
+        }),
+        Lookup::Revoked(_) => json!({"conference_id": id, "status": "revoked", "callers": null}),
+        Lookup::Unknown => json!({"conference_id": id, "status": "unknown", "callers": null}),
+    };
+    Ok(axum::Json(answer).into_response())
 }
 
 // ------------------------------------------------------------------ clock

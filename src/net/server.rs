@@ -166,7 +166,7 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let router = super::http::router_with_bridge(
+        let router = super::http::router(
             self.service.clone(),
             self.token.clone(),
             "admin-token".into(),

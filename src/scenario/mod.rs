@@ -7,7 +7,7 @@
 //! meetings and steps that exist, digits the caller can press). Every error
 //! names the file, the line and the column, and says what is expected.
 //! [`runner::run_scenario`] runs a checked scenario on its own in-process
-//! bridge; [`report`] turns the results into text, JUnit XML and JSON.
+//! bridge, or on one that already runs; [`report`] turns the results into text, JUnit XML and JSON.
 
 pub mod model;
 pub mod report;
@@ -25,8 +25,8 @@ use crate::caller::DtmfPlan;
 use crate::media::dtmf::DtmfMethod;
 
 pub use model::{
-    Action, AdminAction, AdminSpec, CallSpec, Expect, MeetingSpec, NumberSpec, Step, Template,
-    TenantSettings, UserSpec,
+    Action, AdminAction, AdminSpec, CallSpec, ClockNeed, Expect, MeetingSpec, NumberSpec, Step,
+    Template, TenantSettings, UserSpec,
 };
 use model::{MEETING_FIELDS, ScenarioFile, USER_FIELDS};
 
@@ -65,6 +65,7 @@ pub struct Scenario {
     pub file: PathBuf,
     pub title: String,
     pub description: Option<String>,
+    pub clock: ClockNeed,
     pub tenant: TenantSettings,
     pub numbers: Vec<NumberSpec>,
     pub users: Vec<UserSpec>,
@@ -90,6 +91,7 @@ impl Scenario {
             file,
             title: parsed.title,
             description: parsed.description,
+            clock: parsed.clock,
             tenant: parsed.tenant,
             numbers: parsed.numbers,
             users: parsed.users,
@@ -516,6 +518,21 @@ impl Checker<'_> {
                 None => return Err(needs("user = \"NAME\"")),
             },
         }
+        if action != AdminAction::Enable {
+            let only_enable = [
+                ("provider", admin.provider.is_some()),
+                ("replace_provider", admin.replace_provider),
+            ];
+            if let Some((key, _)) = only_enable.iter().find(|(_, set)| *set) {
+                return Err(self.err(
+                    admin.action.span(),
+                    format!(
+                        "{key} applies to admin action enable, not {}: remove it or use action = \"enable\"",
+                        action.as_str()
+                    ),
+                ));
+            }
+        }
         if action == AdminAction::SetId && admin.conference_id.is_none() {
             return Err(needs("conference_id = \"NEW ID\""));
         }
@@ -786,6 +803,76 @@ outcome = "joined"
         let (line, shown) = error(&format!("{base}action = \"explode\"\nuser = \"alice\"\n"));
         assert_eq!(line, 8, "{shown}");
         assert!(shown.contains("reset-id"), "{shown}");
+    }
+
+    #[test]
+    fn enable_takes_a_provider_and_replace_provider() {
+        let base = "title = \"t\"\n[[user]]\nname = \"ian\"\nemail = \"ian@contoso.com\"\nprovider = { third-party = \"InterCall\" }\nconference_id = \"12345678\"\n[[step]]\nname = \"a\"\n[step.admin]\n";
+        let text = format!(
+            "{base}action = \"enable\"\nuser = \"ian\"\nprovider = \"microsoft\"\nreplace_provider = true\n"
+        );
+        let s = Scenario::from_str(&text, "t.toml").unwrap();
+        let Action::Admin(admin) = &s.steps[0].action else {
+            panic!("an admin step")
+        };
+        assert_eq!(admin.provider, Some(model::ProviderSpec::Microsoft));
+        assert!(admin.replace_provider);
+        let text = format!(
+            "{base}action = \"enable\"\nuser = \"ian\"\nprovider = {{ third-party = \"PGi\" }}\n"
+        );
+        let s = Scenario::from_str(&text, "t.toml").unwrap();
+        let Action::Admin(admin) = &s.steps[0].action else {
+            panic!("an admin step")
+        };
+        assert_eq!(
+            admin.provider,
+            Some(model::ProviderSpec::ThirdParty("PGi".into()))
+        );
+        assert!(!admin.replace_provider);
+
+        // Only enable takes them; the error points at the action.
+        let text =
+            format!("{base}action = \"reset-id\"\nuser = \"ian\"\nreplace_provider = true\n");
+        let (line, shown) = error(&text);
+        assert_eq!(line, line_of(&text, "action = \"reset-id\""), "{shown}");
+        assert!(
+            shown.contains("replace_provider applies to admin action enable, not reset-id"),
+            "{shown}"
+        );
+        let text =
+            format!("{base}action = \"disable\"\nuser = \"ian\"\nprovider = \"microsoft\"\n");
+        let (_, shown) = error(&text);
+        assert!(
+            shown.contains("provider applies to admin action enable"),
+            "{shown}"
+        );
+        // A typo is an unknown key with its line.
+        let text = format!("{base}action = \"enable\"\nuser = \"ian\"\nreplace_providers = true\n");
+        let (line, shown) = error(&text);
+        assert_eq!(line, line_of(&text, "replace_providers"), "{shown}");
+        assert!(
+            shown.contains("unknown field `replace_providers`"),
+            "{shown}"
+        );
+        let text = format!("{base}action = \"enable\"\nuser = \"ian\"\nprovider = \"acme\"\n");
+        let (line, _) = error(&text);
+        assert_eq!(line, line_of(&text, "provider = \"acme\""));
+    }
+
+    #[test]
+    fn the_clock_key_says_what_a_real_clock_does_to_the_scenario() {
+        let s = Scenario::from_str(MINIMAL, "t.toml").unwrap();
+        assert_eq!(s.clock, ClockNeed::Required);
+        let text = format!("clock = \"skip-advance\"\n{MINIMAL}");
+        let s = Scenario::from_str(&text, "t.toml").unwrap();
+        assert_eq!(s.clock, ClockNeed::SkipAdvance);
+        let text = format!("clock = \"sometimes\"\n{MINIMAL}");
+        let (line, shown) = error(&text);
+        assert_eq!(line, 1, "{shown}");
+        assert!(
+            shown.contains("required") && shown.contains("skip-advance"),
+            "{shown}"
+        );
     }
 
     #[test]

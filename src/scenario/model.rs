@@ -31,6 +31,9 @@ pub struct ScenarioFile {
     pub title: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// Whether the scenario needs a clock it can move (`advance` steps).
+    #[serde(default)]
+    pub clock: ClockNeed,
     #[serde(default)]
     pub tenant: TenantSettings,
     /// The tenant's dial-in numbers; none means the built-in default
@@ -43,6 +46,19 @@ pub struct ScenarioFile {
     pub meetings: Vec<MeetingSpec>,
     #[serde(rename = "step")]
     pub steps: Vec<Step>,
+}
+
+/// What a scenario with `advance` steps does on a bridge whose clock can't
+/// be moved (a running bridge on the real clock).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClockNeed {
+    /// The scenario is skipped there (the default).
+    #[default]
+    Required,
+    /// The scenario runs, its `advance` steps (and their expectations)
+    /// skipped, each with a note.
+    SkipAdvance,
 }
 
 /// Tenant settings; an absent key keeps the default tenant's value.
@@ -357,6 +373,13 @@ pub struct AdminSpec {
     /// `set-id`: the new ID; `enable`: a fixed ID.
     #[serde(default)]
     pub conference_id: Option<Template>,
+    /// `enable`: the provider, like `[[user]] provider` (default microsoft).
+    #[serde(default)]
+    pub provider: Option<ProviderSpec>,
+    /// `enable`: move the user from their current provider to `provider`,
+    /// revoking the old provider's ID (`--replace-provider`).
+    #[serde(default)]
+    pub replace_provider: bool,
     /// `schedule-meeting`: the name later steps use for it.
     #[serde(default)]
     pub meeting: Option<Spanned<String>>,

@@ -33,6 +33,36 @@ impl FileResult {
         matches!(self, FileResult::Ran(r) if r.passed())
     }
 
+    /// Why the scenario did not run on this bridge, if it was skipped.
+    pub fn skipped(&self) -> Option<&str> {
+        match self {
+            FileResult::Ran(r) if r.is_skipped() => r.skipped.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Neither passed nor skipped: a failure or a file that did not load.
+    pub fn failed(&self) -> bool {
+        !self.passed() && self.skipped().is_none()
+    }
+
+    /// `passed`, `failed`, `skipped`, or `invalid` (the file did not load).
+    pub fn verdict(&self) -> &'static str {
+        match self {
+            FileResult::Invalid { .. } => "invalid",
+            _ if self.passed() => "passed",
+            _ if self.skipped().is_some() => "skipped",
+            _ => "failed",
+        }
+    }
+
+    fn notes(&self) -> &[String] {
+        match self {
+            FileResult::Ran(r) => &r.notes,
+            FileResult::Invalid { .. } => &[],
+        }
+    }
+
     fn title(&self) -> &str {
         match self {
             FileResult::Ran(r) => &r.title,
@@ -53,9 +83,14 @@ fn secs(d: Duration) -> String {
 }
 
 /// `PASS  scenarios/01-….toml  A static … (3.41s)`, and for a failure the
-/// lines that say why, indented.
+/// lines that say why, indented; `SKIP  file  (reason)` for a scenario the
+/// bridge can't run. Notes (steps left out) follow, indented.
 pub fn text(result: &FileResult) -> String {
     let mut out = String::new();
+    if let Some(reason) = result.skipped() {
+        let _ = write!(out, "SKIP  {}  ({reason})", result.file().display());
+        return out;
+    }
     let verdict = if result.passed() { "PASS" } else { "FAIL" };
     let _ = write!(
         out,
@@ -69,6 +104,9 @@ pub fn text(result: &FileResult) -> String {
             let _ = write!(out, "\n      {error}");
         }
         FileResult::Ran(r) => {
+            for note in &r.notes {
+                let _ = write!(out, "\n      note: {note}");
+            }
             if let Some(f) = &r.failure {
                 out.push('\n');
                 out.push_str(&failure_text(f));
@@ -121,12 +159,20 @@ pub fn xml_escape(text: &str) -> String {
 
 /// JUnit XML: one testsuite per file, one testcase per scenario.
 pub fn junit(results: &[FileResult]) -> String {
-    let failures = results.iter().filter(|r| !r.passed()).count();
+    let failures = results
+        .iter()
+        .filter(|r| matches!(r, FileResult::Ran(_)) && r.failed())
+        .count();
+    let errors = results
+        .iter()
+        .filter(|r| matches!(r, FileResult::Invalid { .. }))
+        .count();
+    let skipped = results.iter().filter(|r| r.skipped().is_some()).count();
     let total: Duration = results.iter().map(FileResult::duration).sum();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
-        "<testsuites name=\"dialin scenarios\" tests=\"{}\" failures=\"{failures}\" time=\"{:.3}\">",
+        "<testsuites name=\"dialin scenarios\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{:.3}\">",
         results.len(),
         total.as_secs_f64()
     );
@@ -135,11 +181,12 @@ pub fn junit(results: &[FileResult]) -> String {
         let time = r.duration().as_secs_f64();
         let (failed, errors) = match r {
             FileResult::Invalid { .. } => (0, 1),
-            FileResult::Ran(run) => (usize::from(!run.passed()), 0),
+            FileResult::Ran(run) => (usize::from(run.failure.is_some()), 0),
         };
+        let skipped = usize::from(r.skipped().is_some());
         let _ = writeln!(
             out,
-            "  <testsuite name=\"{file}\" tests=\"1\" failures=\"{failed}\" errors=\"{errors}\" time=\"{time:.3}\">"
+            "  <testsuite name=\"{file}\" tests=\"1\" failures=\"{failed}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{time:.3}\">"
         );
         let _ = write!(
             out,
@@ -156,6 +203,21 @@ pub fn junit(results: &[FileResult]) -> String {
                 );
             }
             FileResult::Ran(run) => match &run.failure {
+                None if r.skipped().is_some() || !run.notes.is_empty() => {
+                    out.push_str(">\n");
+                    if let Some(reason) = r.skipped() {
+                        let _ =
+                            writeln!(out, "      <skipped message=\"{}\"/>", xml_escape(reason));
+                    }
+                    if !run.notes.is_empty() {
+                        let _ = writeln!(
+                            out,
+                            "      <system-out>{}</system-out>",
+                            xml_escape(&run.notes.join("\n"))
+                        );
+                    }
+                    out.push_str("    </testcase>\n");
+                }
                 None => out.push_str("/>\n"),
                 Some(f) => {
                     let message = format!(
@@ -177,7 +239,9 @@ pub fn junit(results: &[FileResult]) -> String {
     out
 }
 
-/// The results as JSON: `{ "passed": n, "failed": n, "scenarios": [...] }`.
+/// The results as JSON: `{ "passed": n, "failed": n, "skipped": n,
+/// "scenarios": [...] }`; each scenario's `result` is `passed`, `failed`,
+/// `skipped` or `invalid`.
 pub fn json(results: &[FileResult]) -> Value {
     let scenarios: Vec<Value> = results
         .iter()
@@ -185,9 +249,16 @@ pub fn json(results: &[FileResult]) -> Value {
             let mut v = json!({
                 "file": r.file().display().to_string(),
                 "title": r.title(),
+                "result": r.verdict(),
                 "passed": r.passed(),
                 "duration_ms": r.duration().as_secs_f64() * 1000.0,
             });
+            if let Some(reason) = r.skipped() {
+                v["skipped"] = json!(reason);
+            }
+            if !r.notes().is_empty() {
+                v["notes"] = json!(r.notes());
+            }
             match r {
                 FileResult::Invalid { error, .. } => v["error"] = json!(error),
                 FileResult::Ran(run) => {
@@ -209,9 +280,11 @@ pub fn json(results: &[FileResult]) -> Value {
         })
         .collect();
     let passed = results.iter().filter(|r| r.passed()).count();
+    let skipped = results.iter().filter(|r| r.skipped().is_some()).count();
     json!({
         "passed": passed,
-        "failed": results.len() - passed,
+        "failed": results.len() - passed - skipped,
+        "skipped": skipped,
         "scenarios": scenarios,
     })
 }
@@ -227,6 +300,8 @@ mod tests {
             title: "Title <with> \"quotes\"".into(),
             duration: Duration::from_millis(1500),
             steps_run: 2,
+            skipped: None,
+            notes: Vec::new(),
             failure: Some(Failure {
                 step: "join".into(),
                 expected: "outcome joined".into(),
@@ -255,6 +330,8 @@ mod tests {
             duration: Duration::from_millis(10),
             steps_run: 1,
             failure: None,
+            skipped: None,
+            notes: Vec::new(),
         });
         let bad = FileResult::Invalid {
             file: "s/bad.toml".into(),
@@ -282,6 +359,68 @@ mod tests {
         assert!(shown.contains("expected: outcome joined"), "{shown}");
         assert!(shown.contains("actual:   outcome rejected"), "{shown}");
         assert!(shown.contains("ladder of call abc"), "{shown}");
+    }
+
+    fn skipped() -> FileResult {
+        FileResult::Ran(ScenarioResult {
+            file: "s/clock.toml".into(),
+            title: "needs the clock".into(),
+            duration: Duration::from_millis(20),
+            steps_run: 0,
+            failure: None,
+            skipped: Some("needs a controllable clock <here>".into()),
+            notes: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_skip_is_its_own_state_in_every_report() {
+        let r = skipped();
+        assert!(!r.passed() && !r.failed());
+        assert_eq!(r.verdict(), "skipped");
+        assert_eq!(
+            text(&r),
+            "SKIP  s/clock.toml  (needs a controllable clock <here>)"
+        );
+        let xml = junit(&[r.clone(), failed()]);
+        assert!(
+            xml.contains("<skipped message=\"needs a controllable clock &lt;here&gt;\"/>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("failures=\"1\" errors=\"0\" skipped=\"1\""),
+            "{xml}"
+        );
+        let v = json(&[r, failed()]);
+        assert_eq!(v["skipped"], 1);
+        assert_eq!(v["failed"], 1);
+        assert_eq!(v["passed"], 0);
+        assert_eq!(v["scenarios"][0]["result"], "skipped");
+        assert_eq!(v["scenarios"][1]["result"], "failed");
+    }
+
+    #[test]
+    fn notes_show_under_a_pass() {
+        let r = FileResult::Ran(ScenarioResult {
+            file: "s/n.toml".into(),
+            title: "n".into(),
+            duration: Duration::from_millis(20),
+            steps_run: 2,
+            failure: None,
+            skipped: None,
+            notes: vec!["step 'later': advance 2h skipped".into()],
+        });
+        let shown = text(&r);
+        assert!(shown.starts_with("PASS  s/n.toml"), "{shown}");
+        assert!(
+            shown.contains("\n      note: step 'later': advance 2h skipped"),
+            "{shown}"
+        );
+        assert!(junit(std::slice::from_ref(&r)).contains("<system-out>step &apos;later&apos;"));
+        assert_eq!(
+            json(&[r])["scenarios"][0]["notes"][0],
+            "step 'later': advance 2h skipped"
+        );
     }
 
     #[test]
