@@ -43,7 +43,14 @@ struct Running {
 }
 
 impl Running {
+    /// Guessing protection off, as the scenarios README advises for a
+    /// bridge that runs scenarios: they enter wrong IDs on purpose, all
+    /// from 127.0.0.1, and two passes would trip it.
     async fn start(manual_clock: bool) -> Running {
+        Running::start_with(manual_clock, None).await
+    }
+
+    async fn start_with(manual_clock: bool, guard: Option<dialin::guard::Config>) -> Running {
         let data = tempfile::tempdir().expect("a temporary data folder");
         let mut options = ServeOptions::new(data.path().to_path_buf());
         options.admin = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -53,6 +60,7 @@ impl Running {
         let prompts = PromptCatalog::embedded().expect("the shipped prompts load");
         let mut sip = SipOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), Arc::new(prompts));
         sip.rtp_ports = 0..=0;
+        sip.guard = guard;
         options.sip = Some(sip);
         let server = Server::bind(options).await.expect("the bridge binds");
         let remote = RemoteBridge {
@@ -284,9 +292,19 @@ async fn a_bad_token_or_an_unreachable_admin_api_is_refused_before_anything_runs
     let e = check_remote(&wrong).await.expect_err("a wrong token");
     assert!(e.contains("refused the token"), "{e}");
     assert!(e.contains("--token"), "{e}");
-    check_remote(&bridge.remote)
+    let warnings = check_remote(&bridge.remote)
         .await
         .expect("the right token is accepted");
+    assert!(warnings.is_empty(), "guard off: {warnings:?}");
+    let guarded = Running::start_with(true, Some(dialin::guard::Config::default())).await;
+    let warnings = check_remote(&guarded.remote)
+        .await
+        .expect("the right token is accepted");
+    assert!(
+        warnings.iter().any(|w| w.contains("--guard off")),
+        "a guarded bridge is named: {warnings:?}"
+    );
+    guarded.stop().await;
 
     // The CLI: nothing runs, the error says what is wrong.
     let admin = bridge.remote.admin.clone();
