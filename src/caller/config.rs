@@ -127,6 +127,12 @@ pub enum HangUp {
     AfterJoined(Duration),
     /// This long after the call was answered, whatever happened.
     AfterAnswer(Duration),
+    /// `hold` after hearing the bridge's decision on the ID (the `joining`,
+    /// `first-person` or `not-valid` prompt), or `limit` after the last
+    /// planned key was pressed if no decision was heard by then (a bridge
+    /// with muted prompts says nothing): how a load generator keeps every
+    /// call short whatever the outcome.
+    AfterDecision { hold: Duration, limit: Duration },
     /// This long after the INVITE went out: CANCEL if the far end has not
     /// answered by then (§9.1), BYE if it has.
     CancelAfter(Duration),

@@ -56,7 +56,7 @@ use crate::media::g711::Codec;
 use crate::media::prompts::{
     FRAME_DURATION, FRAME_SAMPLES, Frame, HEARD_AFTER_FRAMES, ListenEvent, PromptId, PromptListener,
 };
-use crate::media::rtp::{self, RtpFields, RtpHeader};
+use crate::media::rtp::{self, RtpFields, RtpHeader, RtpReceiverStats};
 use crate::sip::dialog::{Dialog, OutgoingRequest, UacAnswer};
 use crate::sip::message::{
     MAGIC_COOKIE, Message, Method, Request, RequestBuilder, Response, SipHeaders,
@@ -180,6 +180,8 @@ pub struct Caller {
     digits_started: bool,
     next_digit_at: Option<Instant>,
     hang_up_at: Option<Instant>,
+    /// The bridge's audio stream as received (loss, jitter).
+    rtp_stats: RtpReceiverStats,
     /// Hang-up asked for before any response: CANCEL once one comes.
     cancel_pending: bool,
     cancelled: bool,
@@ -242,6 +244,7 @@ impl Caller {
             ladder: Vec::new(),
             rtp_sent: 0,
             rtp_received: 0,
+            rtp_jitter: None,
             notes: Vec::new(),
         };
         let plan = config.dtmf.digits.iter().copied().collect();
@@ -272,6 +275,7 @@ impl Caller {
             digits_started: false,
             next_digit_at: None,
             hang_up_at,
+            rtp_stats: RtpReceiverStats::new(),
             cancel_pending: false,
             cancelled: false,
             bye_sent: false,
@@ -318,6 +322,12 @@ impl Caller {
     pub fn report(&self) -> CallReport {
         let mut report = self.report.clone();
         report.decision_time = decision_time(&report);
+        if self.rtp_stats.packets() > 1 {
+            // Timestamp units of 8 kHz: 125 µs each.
+            report.rtp_jitter = Some(Duration::from_micros(
+                u64::from(self.rtp_stats.jitter()) * 125,
+            ));
+        }
         report
     }
 
@@ -407,6 +417,10 @@ impl Caller {
             return;
         }
         self.report.rtp_received += 1;
+        // RFC 3550 A.8: arrival in timestamp units (8 kHz for G.711).
+        let arrival = now.saturating_duration_since(self.start).as_micros() * 8 / 1000;
+        self.rtp_stats
+            .record(packet.sequence(), packet.timestamp(), arrival as u32);
         if self.arrivals.len() == HEARD_AFTER_FRAMES {
             self.arrivals.pop_front();
         }
@@ -581,7 +595,10 @@ impl Caller {
         }
         match self.config.hang_up {
             HangUp::AfterAnswer(after) => self.hang_up_at = Some(now + after),
-            HangUp::AfterJoined(_) | HangUp::WaitForBye | HangUp::CancelAfter(_) => {}
+            HangUp::AfterJoined(_)
+            | HangUp::AfterDecision { .. }
+            | HangUp::WaitForBye
+            | HangUp::CancelAfter(_) => {}
         }
         if let DtmfStart::AfterAnswer(after) = self.config.dtmf.start {
             self.start_digits(now + after);
@@ -933,6 +950,12 @@ impl Caller {
                 );
             }
         }
+        if self.plan.is_empty()
+            && let HangUp::AfterDecision { limit, .. } = self.config.hang_up
+            && self.hang_up_at.is_none()
+        {
+            self.hang_up_at = Some(now + limit);
+        }
         let index = self.report.digits.len();
         self.report.digits.push(SentDigit {
             digit: planned.digit,
@@ -1054,6 +1077,18 @@ impl Caller {
             && self.hang_up_at.is_none()
         {
             self.hang_up_at = Some(now + after);
+        }
+        if let HangUp::AfterDecision { hold, .. } = self.config.hang_up
+            && matches!(
+                prompt,
+                PromptId::Joining | PromptId::FirstPerson | PromptId::NotValid
+            )
+            && self.plan.is_empty()
+            && !self.report.digits.is_empty()
+        {
+            // The decision replaces the fallback deadline set by the last key.
+            let at = now + hold;
+            self.hang_up_at = Some(self.hang_up_at.map_or(at, |t| t.min(at)));
         }
     }
 
