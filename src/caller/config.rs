@@ -129,7 +129,8 @@ pub enum HangUp {
     AfterAnswer(Duration),
     /// `hold` after hearing the bridge's decision on the ID (the `joining`,
     /// `first-person` or `not-valid` prompt), or `limit` after the last
-    /// planned key was pressed if no decision was heard by then (a bridge
+    /// planned key was pressed (by INFO: after its answer, since the bridge
+    /// decides as it handles it) if no decision was heard by then (a bridge
     /// with muted prompts says nothing): how a load generator keeps every
     /// call short whatever the outcome.
     AfterDecision { hold: Duration, limit: Duration },
@@ -216,4 +217,8 @@ pub struct CallerConfig {
     /// UDP or TCP for SIP: the Via, the Contact and whether Timers A and E run.
     pub transport: Transport,
     pub prompts: Arc<PromptMatchers>,
+    /// Send silence frames every 20 ms between key presses, as a phone
+    /// does. Off, only key presses (tones, RFC 4733 events) go out as RTP:
+    /// signalling-only load, like SIPp's INFO scenarios.
+    pub send_silence: bool,
 }

@@ -57,6 +57,9 @@ pub struct CallConfig {
     pub seed: Option<u64>,
     /// UDP or TCP for SIP. A target URI with `;transport=tcp` makes it TCP.
     pub transport: Transport,
+    /// Send silence between key presses (default); off for
+    /// signalling-only load (see [`CallerConfig::send_silence`]).
+    pub send_silence: bool,
     /// Test hook: outgoing SIP requests that are really not sent, as a lossy
     /// path would lose them (the core does not know and retransmits).
     pub drop_outgoing: Option<LossPattern>,
@@ -109,6 +112,7 @@ impl CallConfig {
             prompts: None,
             seed: None,
             transport: Transport::Udp,
+            send_silence: true,
             drop_outgoing: None,
         }
     }
@@ -296,6 +300,7 @@ pub async fn place_call(
         timers: config.timers,
         transport,
         prompts,
+        send_silence: config.send_silence,
     };
     let rng = match config.seed {
         Some(seed) => StdRng::seed_from_u64(seed),
