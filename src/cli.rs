@@ -87,6 +87,11 @@ pub struct LoadArgs {
     /// The embedded bridge sends no prompt audio (signalling-only load).
     #[arg(long)]
     pub mute_prompts: bool,
+    /// Whether callers send silence between key presses, as phones do
+    /// (default: on, except with --dtmf info, where callers send no RTP at
+    /// all, as SIPp's INFO scenario).
+    #[arg(long)]
+    pub caller_audio: Option<OnOff>,
     /// Seeds every random choice of the run.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

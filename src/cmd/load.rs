@@ -58,8 +58,11 @@ const TONE: Duration = Duration::from_millis(100);
 /// The pause between keys.
 const GAP: Duration = Duration::from_millis(60);
 /// With muted prompts nothing is heard: hang up this long after `#`
-/// started (the key's own length plus the bridge's answer to it).
+/// started (the key's own length plus the bridge's handling of it)...
 const MUTED_HOLD: Duration = Duration::from_millis(400);
+/// ...or, for a `#` sent by INFO, this long after its answer (the bridge
+/// looked the ID up before answering).
+const MUTED_INFO_HOLD: Duration = Duration::from_millis(20);
 /// With prompts, hang up when the decision prompt is heard, or this long
 /// after `#` if none was.
 const HEARD_LIMIT: Duration = Duration::from_secs(5);
@@ -123,6 +126,7 @@ fn options_of(args: LoadArgs) -> anyhow::Result<LoadOptions> {
         reset_every: args.reset_every,
         users: args.users,
         mute_prompts: args.mute_prompts,
+        caller_audio: args.caller_audio.map(crate::cli::OnOff::as_bool),
         seed: args.seed,
         call_timeout: args.call_timeout,
         progress: !args.no_progress,
@@ -412,7 +416,15 @@ impl Admin {
                     return match result {
                         "accepted" => Ok(Some(Decision::Accepted)),
                         "unknown" | "revoked" => Ok(Some(Decision::Rejected)),
-                        other => Err(Cause::NotLookedUp(other.to_string())),
+                        other => {
+                            let attempt = &record["attempts"][0];
+                            tracing::warn!(call_id, %attempt, "the bridge did not look the entry up");
+                            // `malformed (wrong length: 4 digits)` says keys were lost.
+                            Err(Cause::NotLookedUp(match attempt["malformed"].as_str() {
+                                Some(why) => format!("{other} ({why})"),
+                                None => other.to_string(),
+                            }))
+                        }
                     };
                 }
                 Err(crate::client::ClientError::Api { status: 404, .. }) => {}
@@ -727,7 +739,11 @@ async fn one_call(shared: &Shared, seed: u64) -> CallSummary {
     config.hang_up = if options.mute_prompts {
         HangUp::AfterDecision {
             hold: Duration::ZERO,
-            limit: MUTED_HOLD,
+            limit: if method == DtmfMethod::Info {
+                MUTED_INFO_HOLD
+            } else {
+                MUTED_HOLD
+            },
         }
     } else {
         HangUp::AfterDecision {
@@ -737,6 +753,7 @@ async fn one_call(shared: &Shared, seed: u64) -> CallSummary {
     };
     config.timeout = options.call_timeout;
     config.prompts = Some(shared.prompts.clone());
+    config.send_silence = options.sends_silence();
     // The seed makes the Call-ID: mixed with the run's nonce so that two
     // runs with one --seed against one bridge never share a Call-ID.
     config.seed = Some(rng.next_u64() ^ shared.nonce);

@@ -107,6 +107,10 @@ pub struct LoadOptions {
     pub users: usize,
     /// The embedded bridge sends no prompt audio.
     pub mute_prompts: bool,
+    /// Callers send silence between key presses, as phones do; `None`:
+    /// yes, except with INFO digits only (no RTP at all then, as SIPp's
+    /// INFO scenario).
+    pub caller_audio: Option<bool>,
     /// Seeds every random choice of the run (IDs, methods, resets, calls).
     pub seed: u64,
     /// The most one call may take.
@@ -138,6 +142,7 @@ impl LoadOptions {
             reset_every: None,
             users: 100,
             mute_prompts: false,
+            caller_audio: None,
             seed: 1,
             call_timeout: Duration::from_secs(30),
             progress: false,
@@ -194,6 +199,11 @@ impl LoadOptions {
             }
         }
         Ok(())
+    }
+
+    /// Whether callers send silence between key presses.
+    pub fn sends_silence(&self) -> bool {
+        self.caller_audio.unwrap_or(self.dtmf != DtmfChoice::Info)
     }
 
     /// The calls bound: `--calls`, or the default when no bound was given.
@@ -290,6 +300,21 @@ mod tests {
             embedded_admin.validate(),
             Err(OptionsError::OnlyWithTarget("admin"))
         );
+    }
+
+    #[test]
+    fn info_callers_are_silent_unless_asked() {
+        let info = LoadOptions {
+            dtmf: DtmfChoice::Info,
+            ..LoadOptions::new()
+        };
+        assert!(!info.sends_silence());
+        assert!(LoadOptions::new().sends_silence());
+        let loud = LoadOptions {
+            caller_audio: Some(true),
+            ..info
+        };
+        assert!(loud.sends_silence());
     }
 
     #[test]
