@@ -590,6 +590,7 @@ async fn drive(
 
     let permits = Arc::new(Semaphore::new(options.concurrency));
     let mut behind = Duration::ZERO;
+    let mut last_start = Duration::ZERO;
     let mut n = 0u64;
     while let Some(at) = schedule.start_of(n) {
         if *stop.borrow() {
@@ -605,6 +606,7 @@ async fn drive(
             _ = stop.wait_for(|s| *s) => break,
         };
         behind = behind.max(Instant::now().saturating_duration_since(due));
+        last_start = shared.t0.elapsed();
         let seed = rng.next_u64();
         let shared = shared.clone();
         shared.counters.started.fetch_add(1, Ordering::Relaxed);
@@ -667,6 +669,22 @@ async fn drive(
         std::mem::take(&mut *shared.summaries.lock().unwrap_or_else(|p| p.into_inner()));
     let mut report = LoadReport::build(&judge, &summaries, elapsed);
     report.notes = notes;
+    report.start_span = last_start;
+    report.settings = json!({
+        "target": shared.target,
+        "embedded": options.target.is_none(),
+        "rate": options.rate,
+        "calls": options.calls_bound(),
+        "duration_s": options.duration.map(|d| d.as_secs_f64()),
+        "concurrency": options.concurrency,
+        "dtmf": format!("{:?}", options.dtmf).to_lowercase(),
+        "invalid_ratio": options.invalid_ratio,
+        "reset_every_s": options.reset_every.map(|d| d.as_secs_f64()),
+        "users": options.users,
+        "mute_prompts": options.mute_prompts,
+        "caller_audio": options.sends_silence(),
+        "seed": options.seed,
+    });
     Ok(report)
 }
 

@@ -213,6 +213,10 @@ pub struct LoadReport {
     pub jitter: Latency,
     /// Wall time of the run, first start to last end.
     pub elapsed: Duration,
+    /// From the first call's start to the last one's: the rate achieved.
+    pub start_span: Duration,
+    /// The run's settings, echoed in the JSON for tools.
+    pub settings: Value,
     /// Lines about how the run was set up (target, users, notes).
     pub notes: Vec<String>,
 }
@@ -269,6 +273,16 @@ impl LoadReport {
         self.failed == 0 && self.violations == 0
     }
 
+    /// Calls started per second, first start to last.
+    pub fn started_per_second(&self) -> f64 {
+        let secs = self.start_span.as_secs_f64();
+        if self.calls > 1 && secs > 0.0 {
+            (self.calls - 1) as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
     /// Completed calls per second over the run.
     pub fn calls_per_second(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
@@ -282,8 +296,10 @@ impl LoadReport {
     pub fn to_json(&self) -> Value {
         json!({
             "passed": self.passed(),
+            "settings": self.settings,
             "calls": self.calls,
             "elapsed_s": self.elapsed.as_secs_f64(),
+            "started_per_second": self.started_per_second(),
             "calls_per_second": self.calls_per_second(),
             "outcomes": {
                 "joined": self.joined,
@@ -314,9 +330,10 @@ impl fmt::Display for LoadReport {
         }
         writeln!(
             f,
-            "{} calls in {:.2}s ({:.1} completed calls/s)",
+            "{} calls in {:.2}s: started at {:.1}/s, {:.1} completed calls/s over the whole run",
             self.calls,
             self.elapsed.as_secs_f64(),
+            self.started_per_second(),
             self.calls_per_second()
         )?;
         let kinds: Vec<String> = self
