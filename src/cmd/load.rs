@@ -48,7 +48,7 @@ use crate::load::schedule::Schedule;
 use crate::load::stats::{CallSummary, Cause, LoadReport};
 use crate::media::dtmf::{Digit, DtmfMethod};
 use crate::media::prompts::{PromptCatalog, PromptId};
-use crate::net::caller::{CallConfig, CallError, HANG_UP_GRACE, place_call};
+use crate::net::caller::{CallConfig, CallError, HANG_UP_GRACE, place_call, resolve, route_to};
 use crate::net::server::{ServeOptions, Server};
 use crate::net::sip::SipOptions;
 
@@ -57,14 +57,14 @@ use crate::net::sip::SipOptions;
 const TONE: Duration = Duration::from_millis(100);
 /// The pause between keys.
 const GAP: Duration = Duration::from_millis(60);
-/// With muted prompts nothing is heard: hang up this long after `#`
+/// When the decision is not listened for: hang up this long after `#`
 /// started (the key's own length plus the bridge's handling of it)...
 const MUTED_HOLD: Duration = Duration::from_millis(400);
 /// ...or, for a `#` sent by INFO, this long after its answer (the bridge
 /// looked the ID up before answering).
 const MUTED_INFO_HOLD: Duration = Duration::from_millis(20);
-/// With prompts, hang up when the decision prompt is heard, or this long
-/// after `#` if none was.
+/// When it is listened for, hang up when the decision prompt is heard, or
+/// this long after `#` if none was.
 const HEARD_LIMIT: Duration = Duration::from_secs(5);
 /// How long to look for the bridge's record of an ended call.
 const RECORD_WAIT: Duration = Duration::from_secs(3);
@@ -535,6 +535,8 @@ struct Counters {
 /// Everything a call task needs, shared.
 struct Shared {
     target: String,
+    remote: std::net::SocketAddr,
+    local_ip: std::net::IpAddr,
     options: LoadOptions,
     ids: Ids,
     admin: Option<Admin>,
@@ -567,10 +569,17 @@ async fn drive(
     )];
     let ids = setup(options, admin.as_ref(), &mut rng, &mut notes).await?;
     let prompts = Arc::new(PromptMatchers::embedded().context("loading the prompt catalog")?);
+    // Resolved once: per call it would cost a lookup and a routing socket.
+    let remote = resolve(&target)
+        .await
+        .with_context(|| format!("resolving {target}"))?;
+    let local_ip = route_to(remote);
     let schedule = Schedule::new(options.rate, options.calls_bound(), options.duration);
     let total = schedule.total().unwrap_or(u64::MAX);
     let shared = Arc::new(Shared {
         target,
+        remote,
+        local_ip,
         options: options.clone(),
         ids,
         admin,
@@ -753,21 +762,27 @@ async fn one_call(shared: &Shared, seed: u64) -> CallSummary {
         jitter: None,
     };
     let mut config = CallConfig::new(shared.target.clone());
+    config.remote = Some(shared.remote);
+    config.local_ip = Some(shared.local_ip);
     config.dtmf = plan(id, method);
-    config.hang_up = if options.mute_prompts {
-        HangUp::AfterDecision {
-            hold: Duration::ZERO,
-            limit: if method == DtmfMethod::Info {
-                MUTED_INFO_HOLD
-            } else {
-                MUTED_HOLD
-            },
-        }
+    // Waiting to hear the decision is only worth it when the prompts play
+    // (the embedded bridge unmuted) or when they are the only way to learn
+    // it (a target without admin access); otherwise the bridge's record
+    // tells, and the call ends right after the `#`.
+    let listen = match &options.target {
+        None => !options.mute_prompts,
+        Some(_) => shared.admin.is_none(),
+    };
+    let limit = if listen {
+        HEARD_LIMIT
+    } else if method == DtmfMethod::Info {
+        MUTED_INFO_HOLD
     } else {
-        HangUp::AfterDecision {
-            hold: Duration::ZERO,
-            limit: HEARD_LIMIT,
-        }
+        MUTED_HOLD
+    };
+    config.hang_up = HangUp::AfterDecision {
+        hold: Duration::ZERO,
+        limit,
     };
     config.timeout = options.call_timeout;
     config.prompts = Some(shared.prompts.clone());
@@ -791,7 +806,9 @@ async fn one_call(shared: &Shared, seed: u64) -> CallSummary {
             return summary;
         }
         Err(e) => {
-            summary.failure = Some(Cause::Transport(error_kind(&e).into()));
+            let kind = error_kind(&e);
+            tracing::debug!(error = %format!("{:#}", anyhow::Error::new(e)), "a call failed");
+            summary.failure = Some(Cause::Transport(kind.into()));
             return summary;
         }
     };
@@ -921,7 +938,7 @@ impl Progress {
         };
         let bar = ProgressBar::with_draw_target(Some(total), target);
         if let Ok(style) =
-            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} started  {msg}")
+            ProgressStyle::with_template("{elapsed_precise} [{bar:20}] {pos}/{len} started, {msg}")
         {
             bar.set_style(style.progress_chars("=> "));
         }
@@ -952,7 +969,7 @@ impl Progress {
                 };
                 shown.set_position(started);
                 shown.set_message(format!(
-                    "{completed} completed, {failed} failed, {} active, {cps:.0} calls/s",
+                    "{completed} done, {failed} failed, {} active, {cps:.0}/s",
                     started.saturating_sub(completed)
                 ));
             }

@@ -209,7 +209,8 @@ pub fn uri_transport(uri: &str) -> Option<Transport> {
     None
 }
 
-async fn resolve(target: &str) -> Result<SocketAddr, CallError> {
+/// The address a target URI's host and port resolve to (the first one).
+pub async fn resolve(target: &str) -> Result<SocketAddr, CallError> {
     let (host, port) = uri_host_port(target).ok_or_else(|| CallError::BadTarget {
         uri: target.to_string(),
     })?;
@@ -228,7 +229,7 @@ async fn resolve(target: &str) -> Result<SocketAddr, CallError> {
 
 /// The local address that routes to `remote` (connecting a UDP socket sends
 /// nothing; it asks the kernel for the route).
-fn route_to(remote: SocketAddr) -> IpAddr {
+pub fn route_to(remote: SocketAddr) -> IpAddr {
     let any: SocketAddr = match remote {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
