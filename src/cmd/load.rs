@@ -987,3 +987,105 @@ impl Progress {
         self.bar.finish_and_clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_without_a_user_part_dials_the_number() {
+        let o = LoadOptions::new();
+        assert_eq!(
+            target_uri("sip:127.0.0.1:5060", &o),
+            "sip:+14255550100@127.0.0.1:5060"
+        );
+        assert_eq!(
+            target_uri("sip:+15550001@10.0.0.1:5070", &o),
+            "sip:+15550001@10.0.0.1:5070"
+        );
+        assert_eq!(
+            target_uri("sip:127.0.0.1;transport=tcp", &o),
+            "sip:+14255550100@127.0.0.1;transport=tcp"
+        );
+    }
+
+    #[test]
+    fn the_plan_presses_the_id_then_pound_right_after_the_answer() {
+        let plan = plan("0012345".parse().unwrap(), DtmfMethod::Info);
+        assert_eq!(plan.text(), "0012345#");
+        assert_eq!(plan.digits[0].delay, Duration::ZERO);
+        assert!(plan.digits[1..].iter().all(|d| d.delay == GAP));
+        assert_eq!(plan.tone, TONE);
+        assert_eq!(plan.method, DtmfMethod::Info);
+    }
+
+    #[test]
+    fn an_ids_file_is_read_line_by_line_and_a_bad_line_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("ids.txt");
+        std::fs::write(&good, "# valid IDs\n1234567\n\n 7654321 \n").unwrap();
+        let ids = read_ids(&good).unwrap();
+        assert_eq!(
+            ids,
+            ["1234567".parse().unwrap(), "7654321".parse().unwrap()]
+        );
+        let bad = dir.path().join("bad.txt");
+        std::fs::write(&bad, "1234567\n12a4567\n").unwrap();
+        let err = read_ids(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.txt:2") && err.contains("12a4567"),
+            "{err}"
+        );
+        let empty = dir.path().join("empty.txt");
+        std::fs::write(&empty, "# nothing\n").unwrap();
+        assert!(
+            read_ids(&empty)
+                .unwrap_err()
+                .to_string()
+                .contains("holds no conference ID")
+        );
+    }
+
+    #[test]
+    fn the_info_answer_times_the_decision_when_nothing_is_heard() {
+        use crate::caller::{Direction, LadderEntry, SentDigit};
+        let line = |ms: u64, direction, text: &str| LadderEntry {
+            at: Duration::from_millis(ms),
+            direction,
+            first_line: text.into(),
+        };
+        let report = CallReport {
+            call_id: "c".into(),
+            target: "sip:x@h".into(),
+            outcome: Outcome::Completed,
+            final_status: None,
+            codec: None,
+            prompts: Vec::new(),
+            digits: vec![SentDigit {
+                digit: Digit::Pound,
+                method: DtmfMethod::Info,
+                at: Duration::from_millis(100),
+                status: Some(200),
+            }],
+            hung_up_by: None,
+            bye_reason: None,
+            bye_reason_text: None,
+            answer_time: None,
+            decision_time: None,
+            duration: Duration::from_millis(200),
+            ladder: vec![
+                line(50, Direction::Sent, "INFO sip:b@h SIP/2.0"),
+                line(60, Direction::Received, "SIP/2.0 200 OK"),
+                line(100, Direction::Sent, "INFO sip:b@h SIP/2.0"),
+                line(103, Direction::Received, "SIP/2.0 200 OK"),
+                line(130, Direction::Sent, "BYE sip:b@h SIP/2.0"),
+                line(131, Direction::Received, "SIP/2.0 200 OK"),
+            ],
+            rtp_sent: 0,
+            rtp_received: 0,
+            rtp_jitter: None,
+            notes: Vec::new(),
+        };
+        assert_eq!(info_answer_time(&report), Some(Duration::from_millis(3)));
+    }
+}
