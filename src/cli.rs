@@ -95,6 +95,10 @@ pub struct LoadArgs {
     /// Seeds every random choice of the run.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Give each call its own SIP and RTP sockets, as `dialin call` does,
+    /// instead of the shared sockets of one worker per core.
+    #[arg(long)]
+    pub socket_per_call: bool,
     /// The most one call may take.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub call_timeout: std::time::Duration,

@@ -1,7 +1,7 @@
 //! `dialin load` through its library entry point: a short run on the
 //! embedded bridge with every DTMF method, invalid IDs and resets racing
-//! the calls, and a run against a bridge that is already running, through
-//! its admin API. Correctness, not timing: no failure, no violation, and
+//! the calls (the shared-socket caller pool), and a run against a bridge
+//! that is already running, through its admin API (a socket per call). Correctness, not timing: no failure, no violation, and
 //! the counts add up.
 
 mod common;
@@ -69,6 +69,8 @@ async fn a_running_bridge_is_loaded_through_its_admin_api_with_info_digits() {
         invalid_ratio: 0.25,
         reset_every: Some(Duration::from_millis(50)),
         users: 5,
+        // The other engine: each call its own sockets, as `dialin call`.
+        socket_per_call: true,
         ..LoadOptions::new()
     };
     let (_stop, stopped) = watch::channel(false);

@@ -49,6 +49,7 @@ use crate::load::stats::{CallSummary, Cause, LoadReport};
 use crate::media::dtmf::{Digit, DtmfMethod};
 use crate::media::prompts::{PromptCatalog, PromptId};
 use crate::net::caller::{CallConfig, CallError, HANG_UP_GRACE, place_call, resolve, route_to};
+use crate::net::pool::{CallerPool, PoolCall, stopped};
 use crate::net::server::{ServeOptions, Server};
 use crate::net::sip::SipOptions;
 
@@ -128,6 +129,7 @@ fn options_of(args: LoadArgs) -> anyhow::Result<LoadOptions> {
         mute_prompts: args.mute_prompts,
         caller_audio: args.caller_audio.map(crate::cli::OnOff::as_bool),
         seed: args.seed,
+        socket_per_call: args.socket_per_call,
         call_timeout: args.call_timeout,
         progress: !args.no_progress,
     };
@@ -535,6 +537,8 @@ struct Counters {
 /// Everything a call task needs, shared.
 struct Shared {
     target: String,
+    /// The shared-socket callers; `None` with --socket-per-call.
+    pool: Option<CallerPool>,
     remote: std::net::SocketAddr,
     local_ip: std::net::IpAddr,
     options: LoadOptions,
@@ -574,10 +578,21 @@ async fn drive(
         .await
         .with_context(|| format!("resolving {target}"))?;
     let local_ip = route_to(remote);
+    let pool = if options.socket_per_call {
+        None
+    } else {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Some(
+            CallerPool::start(remote, local_ip, workers, prompts.clone(), stop.clone())
+                .await
+                .context("starting the callers")?,
+        )
+    };
     let schedule = Schedule::new(options.rate, options.calls_bound(), options.duration);
     let total = schedule.total().unwrap_or(u64::MAX);
     let shared = Arc::new(Shared {
         target,
+        pool,
         remote,
         local_ip,
         options: options.clone(),
@@ -608,11 +623,11 @@ async fn drive(
         let due = shared.t0 + at;
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {}
-            _ = stop.wait_for(|s| *s) => break,
+            () = stopped(&mut stop) => break,
         }
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p.context("the call slots closed")?,
-            _ = stop.wait_for(|s| *s) => break,
+            () = stopped(&mut stop) => break,
         };
         behind = behind.max(Instant::now().saturating_duration_since(due));
         last_start = shared.t0.elapsed();
@@ -711,7 +726,7 @@ async fn run_resets(shared: Arc<Shared>, every: Duration, seed: u64) {
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
+            () = stopped(&mut stop) => return,
         }
         let (index, email) = {
             let users = shared.ids.users.read().unwrap_or_else(|p| p.into_inner());
@@ -761,10 +776,7 @@ async fn one_call(shared: &Shared, seed: u64) -> CallSummary {
         whole: None,
         jitter: None,
     };
-    let mut config = CallConfig::new(shared.target.clone());
-    config.remote = Some(shared.remote);
-    config.local_ip = Some(shared.local_ip);
-    config.dtmf = plan(id, method);
+    let dtmf = plan(id, method);
     // Waiting to hear the decision is only worth it when the prompts play
     // (the embedded bridge unmuted) or when they are the only way to learn
     // it (a target without admin access); otherwise the bridge's record
@@ -780,22 +792,43 @@ async fn one_call(shared: &Shared, seed: u64) -> CallSummary {
     } else {
         MUTED_HOLD
     };
-    config.hang_up = HangUp::AfterDecision {
+    let hang_up = HangUp::AfterDecision {
         hold: Duration::ZERO,
         limit,
     };
-    config.timeout = options.call_timeout;
-    config.prompts = Some(shared.prompts.clone());
-    config.send_silence = options.sends_silence();
     // The seed makes the Call-ID: mixed with the run's nonce so that two
     // runs with one --seed against one bridge never share a Call-ID.
-    config.seed = Some(rng.next_u64() ^ shared.nonce);
-    let mut stop = shared.stop.clone();
+    let call_seed = rng.next_u64() ^ shared.nonce;
     let start = Instant::now();
-    let placed = place_call(config, async move {
-        let _ = stop.wait_for(|s| *s).await;
-    })
-    .await;
+    let placed = match &shared.pool {
+        Some(pool) => {
+            pool.call(PoolCall {
+                target: shared.target.clone(),
+                dtmf,
+                hang_up,
+                timeout: options.call_timeout,
+                seed: call_seed,
+                send_silence: options.sends_silence(),
+            })
+            .await
+        }
+        None => {
+            let mut config = CallConfig::new(shared.target.clone());
+            config.remote = Some(shared.remote);
+            config.local_ip = Some(shared.local_ip);
+            config.dtmf = dtmf;
+            config.hang_up = hang_up;
+            config.timeout = options.call_timeout;
+            config.prompts = Some(shared.prompts.clone());
+            config.send_silence = options.sends_silence();
+            config.seed = Some(call_seed);
+            let mut stop = shared.stop.clone();
+            place_call(config, async move {
+                stopped(&mut stop).await;
+            })
+            .await
+        }
+    };
     let ended = Instant::now();
     let offset = |d: Duration| start.saturating_duration_since(shared.t0) + d;
     let report = match placed {

@@ -113,6 +113,9 @@ pub struct LoadOptions {
     pub caller_audio: Option<bool>,
     /// Seeds every random choice of the run (IDs, methods, resets, calls).
     pub seed: u64,
+    /// Each call binds its own SIP and RTP sockets (`place_call`) instead of
+    /// sharing the caller pool's few: slower, the way `dialin call` works.
+    pub socket_per_call: bool,
     /// The most one call may take.
     pub call_timeout: Duration,
     /// Draw the live progress bar on stderr (when it is a terminal).
@@ -144,6 +147,7 @@ impl LoadOptions {
             mute_prompts: false,
             caller_audio: None,
             seed: 1,
+            socket_per_call: false,
             call_timeout: Duration::from_secs(30),
             progress: false,
         }

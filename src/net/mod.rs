@@ -9,6 +9,7 @@
 pub mod caller;
 pub mod events;
 pub mod http;
+pub mod pool;
 pub mod rtp;
 pub mod server;
 pub mod sip;
