@@ -95,6 +95,11 @@ pub struct LoadArgs {
     /// Seeds every random choice of the run.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Read the bridge's record (its decision) of 1 call in N (default:
+    /// every call; 1 in 100 for a --target run without --invalid-ratio or
+    /// --reset-every, so the bridge serves calls rather than records).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub check_every: Option<u64>,
     /// Give each call its own SIP and RTP sockets, as `dialin call` does,
     /// instead of the shared sockets of one worker per core.
     #[arg(long)]

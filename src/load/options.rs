@@ -62,6 +62,10 @@ pub enum OptionsError {
     ResetEvery(Duration),
     #[error("--dtmf {0:?} is not a method: use rfc4733, info, inband or mix")]
     Dtmf(String),
+    #[error(
+        "--check-every {0} must check every call when IDs are invalid or reset: give 1 (the judge needs each decision)"
+    )]
+    CheckEvery(u64),
     #[error("--call-timeout {0:?} is too short: give at least 1s")]
     CallTimeout(Duration),
     #[error(
@@ -113,6 +117,11 @@ pub struct LoadOptions {
     pub caller_audio: Option<bool>,
     /// Seeds every random choice of the run (IDs, methods, resets, calls).
     pub seed: u64,
+    /// Read the bridge's record (its decision) of 1 call in N; `None`:
+    /// every call, except for a `--target` run that needs no judge (no
+    /// invalid IDs, no resets), which checks 1 in 100 so the bridge's CPU
+    /// goes to calls rather than to serving records.
+    pub check_every: Option<u64>,
     /// Each call binds its own SIP and RTP sockets (`place_call`) instead of
     /// sharing the caller pool's few: slower, the way `dialin call` works.
     pub socket_per_call: bool,
@@ -148,6 +157,7 @@ impl LoadOptions {
             caller_audio: None,
             seed: 1,
             socket_per_call: false,
+            check_every: None,
             call_timeout: Duration::from_secs(30),
             progress: false,
         }
@@ -180,6 +190,12 @@ impl LoadOptions {
         {
             return Err(OptionsError::ResetEvery(d));
         }
+        if let Some(n) = self.check_every
+            && n != 1
+            && (self.invalid_ratio > 0.0 || self.reset_every.is_some())
+        {
+            return Err(OptionsError::CheckEvery(n));
+        }
         if self.call_timeout < Duration::from_secs(1) {
             return Err(OptionsError::CallTimeout(self.call_timeout));
         }
@@ -203,6 +219,16 @@ impl LoadOptions {
             }
         }
         Ok(())
+    }
+
+    /// Read the bridge's record of 1 call in this many.
+    pub fn check_interval(&self) -> u64 {
+        let judged = self.invalid_ratio > 0.0 || self.reset_every.is_some();
+        match self.check_every {
+            Some(n) => n.max(1),
+            None if self.target.is_some() && !judged => 100,
+            None => 1,
+        }
     }
 
     /// Whether callers send silence between key presses.
@@ -319,6 +345,32 @@ mod tests {
             ..info
         };
         assert!(loud.sends_silence());
+    }
+
+    #[test]
+    fn a_target_without_a_judge_checks_one_call_in_a_hundred() {
+        assert_eq!(LoadOptions::new().check_interval(), 1);
+        let target = LoadOptions {
+            target: Some("sip:127.0.0.1:5060".into()),
+            ..LoadOptions::new()
+        };
+        assert_eq!(target.check_interval(), 100);
+        let judged = LoadOptions {
+            invalid_ratio: 0.1,
+            ..target.clone()
+        };
+        assert_eq!(judged.check_interval(), 1);
+        let all = LoadOptions {
+            check_every: Some(1),
+            ..target
+        };
+        assert_eq!(all.check_interval(), 1);
+        let skipping = LoadOptions {
+            check_every: Some(10),
+            reset_every: Some(Duration::from_secs(1)),
+            ..LoadOptions::new()
+        };
+        assert_eq!(skipping.validate(), Err(OptionsError::CheckEvery(10)));
     }
 
     #[test]

@@ -349,7 +349,7 @@ impl fmt::Display for LoadReport {
         if self.undecided > 0 {
             writeln!(
                 f,
-                "  undecided              {} (decision not observable)",
+                "  completed, unchecked   {} (the decision was not read: muted prompts, no record read)",
                 self.undecided
             )?;
         }

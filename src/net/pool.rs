@@ -210,9 +210,11 @@ impl Worker {
         // Ends when no handle can send calls and none is left; each turn
         // handles one event.
         while open || !self.calls.is_empty() {
+            // Timers first: under a steady stream of datagrams a select
+            // that prefers them would never get to the deadlines.
+            self.run_due(Instant::now()).await;
             let next = self.wakes.peek().map(|Reverse((t, _))| *t);
             tokio::select! {
-                biased;
                 () = stopped(&mut stop), if !stopping => {
                     stopping = true;
                     let now = Instant::now();
@@ -241,20 +243,24 @@ impl Worker {
                     Some((call, reply)) => self.start(call, reply, stopping).await,
                     None => open = false,
                 },
-                () = sleep_until(next) => {
-                    let now = Instant::now();
-                    while let Some(Reverse((t, _))) = self.wakes.peek() {
-                        if *t > now {
-                            break;
-                        }
-                        let Some(Reverse((t, id))) = self.wakes.pop() else { break };
-                        self.on_wake(&id, t, now).await;
-                    }
-                }
+                () = sleep_until(next) => {}
             }
         }
         for r in readers {
             r.abort();
+        }
+    }
+
+    /// Runs every wake-up that is due at `now`.
+    async fn run_due(&mut self, now: Instant) {
+        while let Some(Reverse((t, _))) = self.wakes.peek() {
+            if *t > now {
+                break;
+            }
+            let Some(Reverse((t, id))) = self.wakes.pop() else {
+                break;
+            };
+            self.on_wake(&id, t, now).await;
         }
     }
 
