@@ -33,6 +33,87 @@ pub enum Command {
     /// bridge, or with --target on a bridge that already runs; exits
     /// non-zero if a scenario failed.
     Run(RunArgs),
+    /// Drive many concurrent callers through the whole flow against an
+    /// embedded bridge (default) or --target; reports outcomes, failures by
+    /// cause, latency percentiles and revocation violations, and exits
+    /// non-zero on any unexpected failure or violation.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// A running bridge: sip:HOST:PORT (dials --number) or sip:NUMBER@HOST:PORT.
+    /// Default: an embedded bridge on loopback with a temporary data folder.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// The target's admin API (http://HOST:PORT): users are enabled and IDs
+    /// reset through it, and each call's decision is read from its record.
+    #[arg(long, requires = "target")]
+    pub admin: Option<String>,
+    /// The admin token for --admin.
+    #[arg(long, env = "DIALIN_TOKEN", hide_env_values = true, requires = "admin")]
+    pub token: Option<String>,
+    /// Known-valid conference IDs, one a line, for a --target without admin access.
+    #[arg(long, requires = "target")]
+    pub ids: Option<PathBuf>,
+    /// The number dialled when --target names none.
+    #[arg(long, default_value = "+14255550100")]
+    pub number: String,
+    /// Calls started per second.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Calls in all (default 100 when --duration is not given either).
+    #[arg(long)]
+    pub calls: Option<u64>,
+    /// Start calls for this long (e.g. 30s); with --calls, whichever ends first.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Calls at once, at most; the schedule waits for a free slot.
+    #[arg(long, default_value_t = 500)]
+    pub concurrency: usize,
+    /// How callers send their keys: rfc4733, info, inband, or mix (each call picks one).
+    #[arg(long, default_value = "mix", value_parser = ["rfc4733", "info", "inband", "mix"])]
+    pub dtmf: String,
+    /// The fraction of calls (0 to 1) that enter an invalid ID, half unknown
+    /// and half revoked; they must be rejected.
+    #[arg(long, default_value_t = 0.0)]
+    pub invalid_ratio: f64,
+    /// Reset a random user's ID this often while the load runs (e.g. 2s);
+    /// calls racing a reset are judged against its window.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub reset_every: Option<std::time::Duration>,
+    /// Users enabled in the setup phase.
+    #[arg(long, default_value_t = 100)]
+    pub users: usize,
+    /// The embedded bridge sends no prompt audio (signalling-only load).
+    #[arg(long)]
+    pub mute_prompts: bool,
+    /// Whether callers send silence between key presses, as phones do
+    /// (default: on, except with --dtmf info, where callers send no RTP at
+    /// all, as SIPp's INFO scenario).
+    #[arg(long)]
+    pub caller_audio: Option<OnOff>,
+    /// Seeds every random choice of the run.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Read the bridge's record (its decision) of 1 call in N (default:
+    /// every call; 1 in 100 for a --target run without --invalid-ratio or
+    /// --reset-every, so the bridge serves calls rather than records).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub check_every: Option<u64>,
+    /// Give each call its own SIP and RTP sockets, as `dialin call` does,
+    /// instead of the shared sockets of one worker per core.
+    #[arg(long)]
+    pub socket_per_call: bool,
+    /// The most one call may take.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub call_timeout: std::time::Duration,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No live progress bar (it is hidden anyway when stderr is not a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 #[derive(Debug, Args)]

@@ -25,6 +25,8 @@
 //! - [`records`]: call records and call events as JSON, and the ring of
 //!   recent records the admin API lists
 //! - [`datadir`]: the data folder (store, outbox, token, lock)
+//! - [`load`]: the load generator's schedule, revocation judge and report
+//!   (no IO; `cmd::load` drives it)
 //! - [`net`]: the tokio side: the HTTP admin API, SIP over UDP/TCP, call
 //!   tasks with their RTP sockets, and the server
 //! - [`client`]: the admin API client the CLI uses
@@ -40,6 +42,7 @@ pub mod cmd;
 pub mod datadir;
 pub mod directory;
 pub mod guard;
+pub mod load;
 pub mod media;
 pub mod net;
 pub mod records;

@@ -29,6 +29,7 @@ fn main() -> std::process::ExitCode {
             Command::Calls(args) => dialin::cmd::calls::run(args).await,
             Command::Demo(args) => dialin::cmd::demo::run(args).await,
             Command::Run(args) => dialin::cmd::run::run(args).await,
+            Command::Load(args) => dialin::cmd::load::run(args).await,
         }
     });
     match result {

@@ -127,6 +127,13 @@ pub enum HangUp {
     AfterJoined(Duration),
     /// This long after the call was answered, whatever happened.
     AfterAnswer(Duration),
+    /// `hold` after hearing the bridge's decision on the ID (the `joining`,
+    /// `first-person` or `not-valid` prompt), or `limit` after the last
+    /// planned key was pressed (by INFO: after its answer, since the bridge
+    /// decides as it handles it) if no decision was heard by then (a bridge
+    /// with muted prompts says nothing): how a load generator keeps every
+    /// call short whatever the outcome.
+    AfterDecision { hold: Duration, limit: Duration },
     /// This long after the INVITE went out: CANCEL if the far end has not
     /// answered by then (§9.1), BYE if it has.
     CancelAfter(Duration),
@@ -213,4 +220,8 @@ pub struct CallerConfig {
     /// Keep what is heard ([`crate::media::recorder::Recorder`]), at most
     /// this long; `None` records nothing.
     pub record: Option<Duration>,
+    /// Send silence frames every 20 ms between key presses, as a phone
+    /// does. Off, only key presses (tones, RFC 4733 events) go out as RTP:
+    /// signalling-only load, like SIPp's INFO scenarios.
+    pub send_silence: bool,
 }

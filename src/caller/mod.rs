@@ -61,7 +61,7 @@ use crate::media::prompts::{
     FRAME_DURATION, FRAME_SAMPLES, Frame, HEARD_AFTER_FRAMES, ListenEvent, PromptId, PromptListener,
 };
 use crate::media::recorder::Recorder;
-use crate::media::rtp::{self, RtpFields, RtpHeader};
+use crate::media::rtp::{self, RtpFields, RtpHeader, RtpReceiverStats};
 use crate::sip::dialog::{Dialog, OutgoingRequest, UacAnswer};
 use crate::sip::message::{
     MAGIC_COOKIE, Message, Method, Request, RequestBuilder, Response, SipHeaders,
@@ -187,6 +187,10 @@ pub struct Caller {
     digits_started: bool,
     next_digit_at: Option<Instant>,
     hang_up_at: Option<Instant>,
+    /// A digit came due while an INFO was out: press it on the answer.
+    press_after_info: bool,
+    /// The bridge's audio stream as received (loss, jitter).
+    rtp_stats: RtpReceiverStats,
     /// Hang-up asked for before any response: CANCEL once one comes.
     cancel_pending: bool,
     cancelled: bool,
@@ -249,6 +253,7 @@ impl Caller {
             ladder: Vec::new(),
             rtp_sent: 0,
             rtp_received: 0,
+            rtp_jitter: None,
             notes: Vec::new(),
             recording: None,
         };
@@ -281,6 +286,8 @@ impl Caller {
             digits_started: false,
             next_digit_at: None,
             hang_up_at,
+            press_after_info: false,
+            rtp_stats: RtpReceiverStats::new(),
             cancel_pending: false,
             cancelled: false,
             bye_sent: false,
@@ -337,6 +344,12 @@ impl Caller {
     pub fn report(&self) -> CallReport {
         let mut report = self.report.clone();
         report.decision_time = decision_time(&report);
+        if self.rtp_stats.packets() > 1 {
+            // Timestamp units of 8 kHz: 125 µs each.
+            report.rtp_jitter = Some(Duration::from_micros(
+                u64::from(self.rtp_stats.jitter()) * 125,
+            ));
+        }
         report
     }
 
@@ -369,7 +382,12 @@ impl Caller {
         }
         consider(self.next_digit_at);
         consider(self.hang_up_at);
-        consider(self.media.as_ref().map(|m| m.next_tick));
+        consider(
+            self.media
+                .as_ref()
+                .filter(|m| self.config.send_silence || m.press.is_some())
+                .map(|m| m.next_tick),
+        );
         at
     }
 
@@ -427,6 +445,10 @@ impl Caller {
         }
         let codec = media.codec;
         self.report.rtp_received += 1;
+        // RFC 3550 A.8: arrival in timestamp units (8 kHz for G.711).
+        let arrival = now.saturating_duration_since(self.start).as_micros() * 8 / 1000;
+        self.rtp_stats
+            .record(packet.sequence(), packet.timestamp(), arrival as u32);
         if self.arrivals.len() == HEARD_AFTER_FRAMES {
             self.arrivals.pop_front();
         }
@@ -470,7 +492,12 @@ impl Caller {
         }
         if self.next_digit_at.is_some_and(|t| t <= now) {
             self.next_digit_at = None;
-            self.start_press(now);
+            if self.info_in_flight() {
+                // The press waits for the previous INFO's answer.
+                self.press_after_info = true;
+            } else {
+                self.start_press(now);
+            }
         }
         self.media_ticks(now);
     }
@@ -513,6 +540,8 @@ impl Caller {
                 if let Some(d) = self.report.digits.get_mut(i) {
                     d.status = Some(status);
                 }
+                self.last_info_done(now, i);
+                self.press_waiting(now);
             }
             Purpose::Bye => self.finish(now, Outcome::Completed),
             Purpose::Cancel => {}
@@ -620,7 +649,10 @@ impl Caller {
         }
         match self.config.hang_up {
             HangUp::AfterAnswer(after) => self.hang_up_at = Some(now + after),
-            HangUp::AfterJoined(_) | HangUp::WaitForBye | HangUp::CancelAfter(_) => {}
+            HangUp::AfterJoined(_)
+            | HangUp::AfterDecision { .. }
+            | HangUp::WaitForBye
+            | HangUp::CancelAfter(_) => {}
         }
         if let DtmfStart::AfterAnswer(after) = self.config.dtmf.start {
             self.start_digits(now + after);
@@ -933,6 +965,8 @@ impl Caller {
                 Purpose::Info(i) => {
                     let digit = self.report.digits.get(i).map(|d| d.digit);
                     self.note(format!("no response to the INFO for {digit:?} (Timer F)"));
+                    self.last_info_done(now, i);
+                    self.press_waiting(now);
                 }
                 Purpose::Cancel => {
                     self.note("no response to our CANCEL (Timer F)".into());
@@ -943,6 +977,37 @@ impl Caller {
     }
 
     // --- DTMF ---
+
+    /// Whether an INFO of ours awaits its final response. Digits by INFO go
+    /// one at a time: the UAS refuses a request whose CSeq is below one it
+    /// has already seen (RFC 3261 §12.2.2), so an INFO lost and resent after
+    /// the next one went out would lose its digit (500). SIPp's scripts and
+    /// phones wait for the 200 the same way.
+    fn info_in_flight(&self) -> bool {
+        self.requests
+            .iter()
+            .any(|r| matches!(r.purpose, Purpose::Info(_)))
+    }
+
+    /// The bridge handles a key sent by INFO before answering it: once the
+    /// last key's INFO is answered, the decision's limit starts.
+    fn last_info_done(&mut self, now: Instant, index: usize) {
+        if let HangUp::AfterDecision { limit, .. } = self.config.hang_up
+            && self.plan.is_empty()
+            && index + 1 == self.report.digits.len()
+            && self.hang_up_at.is_none()
+        {
+            self.hang_up_at = Some(now + limit);
+        }
+    }
+
+    /// Presses the digit that waited for an INFO's answer, once none is out.
+    fn press_waiting(&mut self, now: Instant) {
+        if self.press_after_info && !self.finished && !self.info_in_flight() {
+            self.press_after_info = false;
+            self.start_press(now);
+        }
+    }
 
     fn start_digits(&mut self, at: Instant) {
         if self.digits_started {
@@ -964,6 +1029,8 @@ impl Caller {
         let Some(media) = self.media.as_mut() else {
             return;
         };
+        // The press's timestamps start from now, even after a quiet spell.
+        catch_up(media, now);
         if method == DtmfMethod::Rfc4733 && media.event_pt.is_none() {
             method = DtmfMethod::Inband;
             if self.report.digits.is_empty() {
@@ -971,6 +1038,13 @@ impl Caller {
                     "the answer has no telephone-event: RFC 4733 digits are sent in-band".into(),
                 );
             }
+        }
+        if self.plan.is_empty()
+            && self.config.dtmf.method != DtmfMethod::Info
+            && let HangUp::AfterDecision { limit, .. } = self.config.hang_up
+            && self.hang_up_at.is_none()
+        {
+            self.hang_up_at = Some(now + limit);
         }
         let index = self.report.digits.len();
         self.report.digits.push(SentDigit {
@@ -1012,18 +1086,19 @@ impl Caller {
     fn media_ticks(&mut self, now: Instant) {
         let mut pressed_out = None;
         if let Some(media) = self.media.as_mut() {
-            let behind = now.saturating_duration_since(media.next_tick);
-            if behind > FRAME_DURATION * MAX_CATCH_UP_TICKS {
-                // The driver stalled: skip the lost time instead of a burst.
-                let skipped = (behind.as_millis() / FRAME_DURATION.as_millis()) as u32;
-                media.timestamp = media.timestamp.wrapping_add(skipped * FRAME_SAMPLES as u32);
-                media.next_tick += FRAME_DURATION * skipped;
-            }
+            catch_up(media, now);
             let mut buf = [0u8; rtp::HEADER_LEN + FRAME_SAMPLES];
+            let silent = !self.config.send_silence;
             while media.next_tick <= now {
                 let tick = media.next_tick;
                 media.next_tick += FRAME_DURATION;
-                let len = media_packet(media, &mut buf);
+                // Between presses a silent caller sends nothing; the RTP
+                // timestamp still runs with time (RFC 3550 §5.1).
+                let len = if silent && media.press.is_none() {
+                    None
+                } else {
+                    media_packet(media, &mut buf)
+                };
                 if let Some(len) = len {
                     self.report.rtp_sent += 1;
                     self.out.push_back(Output::Rtp {
@@ -1094,6 +1169,18 @@ impl Caller {
         {
             self.hang_up_at = Some(now + after);
         }
+        if let HangUp::AfterDecision { hold, .. } = self.config.hang_up
+            && matches!(
+                prompt,
+                PromptId::Joining | PromptId::FirstPerson | PromptId::NotValid
+            )
+            && self.plan.is_empty()
+            && !self.report.digits.is_empty()
+        {
+            // The decision replaces the fallback deadline set by the last key.
+            let at = now + hold;
+            self.hang_up_at = Some(self.hang_up_at.map_or(at, |t| t.min(at)));
+        }
     }
 
     // --- report ---
@@ -1142,6 +1229,17 @@ fn contact(config: &CallerConfig) -> String {
 
 /// Writes this tick's packet: the press's next tone frame or event, or
 /// silence. `None` when there is nothing to write.
+/// After a stall of the driver, or the quiet of a caller that sends no
+/// silence, the stream skips the lost time instead of sending a burst.
+fn catch_up(media: &mut Media, now: Instant) {
+    let behind = now.saturating_duration_since(media.next_tick);
+    if behind > FRAME_DURATION * MAX_CATCH_UP_TICKS {
+        let skipped = (behind.as_millis() / FRAME_DURATION.as_millis()) as u32;
+        media.timestamp = media.timestamp.wrapping_add(skipped * FRAME_SAMPLES as u32);
+        media.next_tick += FRAME_DURATION * skipped;
+    }
+}
+
 fn media_packet(media: &mut Media, buf: &mut [u8]) -> Option<usize> {
     let silence = [media.codec.silence(); FRAME_SAMPLES];
     let (pt, marker, timestamp, payload): (u8, bool, u32, Vec<u8>) = match media.press.as_mut() {

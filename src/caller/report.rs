@@ -140,6 +140,9 @@ pub struct CallReport {
     pub ladder: Vec<LadderEntry>,
     pub rtp_sent: u64,
     pub rtp_received: u64,
+    /// The interarrival jitter of the bridge's audio (RFC 3550 A.8), once
+    /// two packets came.
+    pub rtp_jitter: Option<Duration>,
     /// Things worth knowing that are not failures: fallbacks, a peer's odd
     /// behaviour.
     pub notes: Vec<String>,
@@ -188,6 +191,7 @@ impl CallReport {
             "duration_ms": ms(self.duration),
             "rtp_sent": self.rtp_sent,
             "rtp_received": self.rtp_received,
+            "rtp_jitter_ms": self.rtp_jitter.map(ms),
             "ladder": self.ladder.iter().map(|l| json!({
                 "at_ms": ms(l.at),
                 "direction": match l.direction { Direction::Sent => "sent", Direction::Received => "received" },

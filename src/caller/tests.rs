@@ -53,6 +53,7 @@ fn config(dtmf: DtmfPlan, hang_up: HangUp) -> CallerConfig {
         transport: Transport::Udp,
         prompts: matchers(),
         record: None,
+        send_silence: true,
     }
 }
 
@@ -548,12 +549,14 @@ fn prompts_are_heard_from_received_frames_and_start_the_digits() {
         "no digit before the welcome prompt"
     );
     sim.play(PromptId::Welcome);
-    let cseqs: std::collections::BTreeSet<u32> = sim
-        .take_sip()
-        .iter()
-        .map(|r| r.cseq().unwrap().seq)
-        .collect();
-    assert_eq!(cseqs.len(), 2, "both digits pressed during the prompt");
+    // The second key waits for the answer to the first INFO.
+    let first = sim.take_sip();
+    let cseqs: std::collections::BTreeSet<u32> =
+        first.iter().map(|r| r.cseq().unwrap().seq).collect();
+    assert_eq!(cseqs.len(), 1, "one INFO out at a time: {first:?}");
+    sim.feed(&first[0].response(200, "OK").to_bytes());
+    let second = sim.take_one(Method::Info);
+    assert_eq!(second.cseq().unwrap().seq, first[0].cseq().unwrap().seq + 1);
     sim.play(PromptId::NotValid);
     let report = sim.caller.report();
     assert_eq!(report.prompt_ids(), [PromptId::Welcome, PromptId::NotValid]);
@@ -955,4 +958,132 @@ fn cancel_after_an_answer_is_a_bye() {
         .filter(|r| r.method() == &Method::Bye)
         .collect();
     assert_eq!(sent.len(), 1);
+}
+
+#[test]
+fn the_next_info_waits_for_the_answer_to_the_previous_one() {
+    let dtmf = plan(
+        "12",
+        DtmfMethod::Info,
+        DtmfStart::AfterAnswer(Duration::ZERO),
+    );
+    let (mut sim, _invite) = answered(config(dtmf, HangUp::WaitForBye));
+    sim.advance(Duration::ZERO);
+    let first = sim.take_one(Method::Info);
+    // The second key is due at 260 ms (160 held + 100 gap), but the first
+    // INFO is unanswered: only its retransmission goes out.
+    sim.advance(ms(800));
+    let sent = sim.take_sip();
+    assert!(sent.iter().all(|r| *r == first), "{sent:?}");
+    sim.feed(&first.response(200, "OK").to_bytes());
+    let second = sim.take_one(Method::Info);
+    assert_eq!(second.cseq().unwrap().seq, first.cseq().unwrap().seq + 1);
+    let event = parse_info(second.content_type().unwrap(), second.body()).unwrap();
+    assert_eq!(event.digit.as_char(), '2');
+    assert_eq!(sim.caller.report().digits[1].at, ms(800));
+}
+
+#[test]
+fn hang_up_after_decision_follows_the_decision_prompt() {
+    let dtmf = plan(
+        "1#",
+        DtmfMethod::Info,
+        DtmfStart::AfterAnswer(Duration::ZERO),
+    );
+    let hang_up = HangUp::AfterDecision {
+        hold: ms(100),
+        limit: ms(5_000),
+    };
+    let (mut sim, _invite) = answered(config(dtmf, hang_up));
+    for step in 0..10 {
+        sim.advance(ms(step * 100));
+        for info in sim.take_sip() {
+            sim.feed(&info.response(200, "OK").to_bytes());
+        }
+    }
+    assert_eq!(sim.caller.report().digit_text(), "1#");
+    sim.play(PromptId::NotValid);
+    let heard_at = sim.caller.report().prompts[0].heard_at;
+    // `play` ran the clock past the heard moment; the BYE went out 100 ms
+    // after it, long before the 5 s limit.
+    let bye = sim
+        .take_sip()
+        .into_iter()
+        .find(|r| r.method() == &Method::Bye)
+        .expect("a BYE after the decision");
+    sim.feed(&bye.response(200, "OK").to_bytes());
+    let report = sim.caller.report();
+    assert_eq!(report.hung_up_by, Some(Party::Caller));
+    let bye_at = report
+        .ladder
+        .iter()
+        .find(|l| l.first_line.starts_with("BYE "))
+        .map(|l| l.at);
+    assert_eq!(bye_at, Some(heard_at + ms(100)), "{report}");
+    // The audio came at an even 20 ms: no jitter.
+    assert_eq!(report.rtp_jitter, Some(Duration::ZERO));
+}
+
+#[test]
+fn hang_up_after_decision_gives_up_at_the_limit_when_nothing_is_heard() {
+    let dtmf = plan(
+        "1#",
+        DtmfMethod::Info,
+        DtmfStart::AfterAnswer(Duration::ZERO),
+    );
+    let hang_up = HangUp::AfterDecision {
+        hold: Duration::ZERO,
+        limit: ms(400),
+    };
+    let (mut sim, _invite) = answered(config(dtmf, hang_up));
+    sim.advance(Duration::ZERO);
+    let one = sim.take_one(Method::Info);
+    sim.feed(&one.response(200, "OK").to_bytes());
+    sim.advance(ms(260));
+    let pound = sim.take_one(Method::Info);
+    // A slow bridge: the `#` INFO is answered 300 ms later, and the limit
+    // runs from that answer (the decision), not from the press.
+    sim.advance(ms(560));
+    assert!(
+        sim.take_sip().is_empty(),
+        "no BYE while the `#` is unanswered"
+    );
+    sim.feed(&pound.response(200, "OK").to_bytes());
+    sim.advance(ms(959));
+    assert!(sim.take_sip().is_empty());
+    sim.advance(ms(960));
+    sim.take_one(Method::Bye);
+    assert_eq!(sim.caller.report().rtp_jitter, None, "no audio came");
+}
+
+#[test]
+fn a_caller_without_silence_sends_rtp_only_for_its_key_presses() {
+    let dtmf = plan("5", DtmfMethod::Rfc4733, DtmfStart::AfterAnswer(ms(1_000)));
+    let mut config = config(dtmf, HangUp::WaitForBye);
+    config.send_silence = false;
+    let (mut sim, _invite) = answered(config);
+    sim.advance(ms(999));
+    assert!(sim.rtp.is_empty(), "nothing before the press");
+    // The caller has nothing to wake for until the press.
+    assert_eq!(sim.caller.poll_timeout(), Some(sim.t0 + ms(1_000)));
+    sim.advance(ms(3_000));
+    assert!(!sim.rtp.is_empty());
+    let mut detector = EventDetector::new([101]);
+    let mut digits = Vec::new();
+    for (at, bytes) in &sim.rtp {
+        let h = RtpHeader::parse(bytes).unwrap();
+        assert_eq!(h.payload_type(), 101, "only events, no silence");
+        let packet = EventRtpPacket {
+            ssrc: h.ssrc(),
+            payload_type: h.payload_type(),
+            sequence: h.sequence(),
+            timestamp: h.timestamp(),
+            marker: h.marker(),
+            payload: h.payload(),
+        };
+        digits.extend(detector.handle_packet(*at, &packet));
+    }
+    assert_eq!(digits.len(), 1);
+    let last = sim.rtp.last().unwrap().0;
+    assert!(last < sim.t0 + ms(1_400), "the press ended, the stream too");
 }

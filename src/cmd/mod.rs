@@ -5,5 +5,6 @@ pub mod call;
 pub mod calls;
 pub mod connect;
 pub mod demo;
+pub mod load;
 pub mod run;
 pub mod serve;

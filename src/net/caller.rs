@@ -65,6 +65,9 @@ pub struct CallConfig {
     pub seed: Option<u64>,
     /// UDP or TCP for SIP. A target URI with `;transport=tcp` makes it TCP.
     pub transport: Transport,
+    /// Send silence between key presses (default); off for
+    /// signalling-only load (see [`CallerConfig::send_silence`]).
+    pub send_silence: bool,
     /// Test hook: outgoing SIP requests that are really not sent, as a lossy
     /// path would lose them (the core does not know and retransmits).
     pub drop_outgoing: Option<LossPattern>,
@@ -218,6 +221,7 @@ impl CallConfig {
             prompts: None,
             seed: None,
             transport: Transport::Udp,
+            send_silence: true,
             drop_outgoing: None,
             record: None,
         }
@@ -328,7 +332,8 @@ pub fn uri_transport(uri: &str) -> Option<Transport> {
     None
 }
 
-async fn resolve(target: &str) -> Result<SocketAddr, CallError> {
+/// The address a target URI's host and port resolve to (the first one).
+pub async fn resolve(target: &str) -> Result<SocketAddr, CallError> {
     let (host, port) = uri_host_port(target).ok_or_else(|| CallError::BadTarget {
         uri: target.to_string(),
     })?;
@@ -347,7 +352,7 @@ async fn resolve(target: &str) -> Result<SocketAddr, CallError> {
 
 /// The local address that routes to `remote` (connecting a UDP socket sends
 /// nothing; it asks the kernel for the route).
-fn route_to(remote: SocketAddr) -> IpAddr {
+pub fn route_to(remote: SocketAddr) -> IpAddr {
     let any: SocketAddr = match remote {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -423,6 +428,7 @@ pub async fn place_call(
         transport,
         prompts,
         record: config.record.is_some().then_some(DEFAULT_MAX_DURATION),
+        send_silence: config.send_silence,
     };
     let rng = match config.seed {
         Some(seed) => StdRng::seed_from_u64(seed),

@@ -13,6 +13,7 @@ pub mod events;
 pub mod guard;
 pub mod http;
 pub mod metrics;
+pub mod pool;
 pub mod rtp;
 pub mod server;
 pub mod sip;
