@@ -237,6 +237,17 @@ pub struct CallArgs {
     /// named by the Call-ID; 8 kHz mono 16-bit, at most 10 minutes.
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
+    /// Simulate a lossy path: lose this fraction (0 to 0.5) of the UDP
+    /// datagrams, SIP and RTP, each way.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    pub loss: f64,
+    /// With --loss: deliver this fraction (0 to 1) of the RTP packets after
+    /// the next one, each way.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    pub reorder: f64,
+    /// Seed for --loss and --reorder, to repeat a run exactly.
+    #[arg(long, default_value_t = 1)]
+    pub loss_seed: u64,
 }
 
 #[derive(Debug, Args)]

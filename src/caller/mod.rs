@@ -43,7 +43,8 @@ pub use config::{
     PlannedDigit, PromptMatchers, Transport,
 };
 pub use report::{
-    CallReport, Direction, HeardPrompt, LadderEntry, Outcome, Party, RecordingFile, SentDigit,
+    CallReport, Direction, HeardPrompt, LadderEntry, Outcome, Party, PathCounts, RecordingFile,
+    SentDigit,
 };
 
 use std::collections::VecDeque;
@@ -254,6 +255,7 @@ impl Caller {
             rtp_sent: 0,
             rtp_received: 0,
             rtp_jitter: None,
+            path: None,
             notes: Vec::new(),
             recording: None,
         };

@@ -113,6 +113,20 @@ pub struct RecordingFile {
     pub truncated: bool,
 }
 
+/// What a simulated lossy path ([`crate::net::caller::LossyPath`]) did to
+/// one call's datagrams (SIP over UDP and RTP), each way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathCounts {
+    /// Datagrams the caller sent / of those, lost on the way out.
+    pub sent: u64,
+    pub lost_out: u64,
+    /// Datagrams that reached the caller / of those, lost on the way in.
+    pub arrived: u64,
+    pub lost_in: u64,
+    /// RTP packets delivered after the one behind them, either way.
+    pub reordered: u64,
+}
+
 /// Everything one call did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallReport {
@@ -149,6 +163,8 @@ pub struct CallReport {
     /// Where what the call heard was written, when it was recorded (the
     /// driver fills this in once the file is written).
     pub recording: Option<RecordingFile>,
+    /// What the simulated lossy path did, when the call had one.
+    pub path: Option<PathCounts>,
 }
 
 impl CallReport {
@@ -198,6 +214,11 @@ impl CallReport {
                 "first_line": l.first_line,
             })).collect::<Vec<_>>(),
             "notes": self.notes,
+            "lossy_path": self.path.map(|p| json!({
+                "sent": p.sent, "lost_out": p.lost_out,
+                "arrived": p.arrived, "lost_in": p.lost_in,
+                "reordered": p.reordered,
+            })),
             "recording": self.recording.as_ref().map(|r| json!({
                 "path": r.path.display().to_string(),
                 "duration_ms": ms(r.duration),
@@ -271,6 +292,13 @@ impl fmt::Display for CallReport {
             self.rtp_sent,
             self.rtp_received
         )?;
+        if let Some(p) = &self.path {
+            writeln!(
+                f,
+                "lossy path: lost {} of {} sent, {} of {} arriving; {} RTP reordered",
+                p.lost_out, p.sent, p.lost_in, p.arrived, p.reordered
+            )?;
+        }
         for note in &self.notes {
             writeln!(f, "note: {note}")?;
         }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use crate::caller::{DtmfPlan, DtmfStart, HangUp, Transport};
 use crate::cli::CallArgs;
 use crate::media::dtmf::DtmfMethod;
-use crate::net::caller::{CallConfig, CallError, RecordTo, place_call};
+use crate::net::caller::{CallConfig, CallError, LossyPath, RecordTo, place_call};
 
 fn method(name: &str) -> anyhow::Result<DtmfMethod> {
     match name {
@@ -38,6 +38,11 @@ pub async fn run(args: CallArgs) -> anyhow::Result<()> {
         config.transport = Transport::Tcp;
     }
     config.record = args.record.map(RecordTo::Dir);
+    if args.loss > 0.0 || args.reorder > 0.0 {
+        let path = LossyPath::new(args.loss, args.reorder, args.loss_seed)
+            .map_err(|e| anyhow::anyhow!("--loss/--reorder: {e}"))?;
+        config.lossy_path = Some(path);
+    }
     let stop = async {
         // Ctrl-C hangs the call up cleanly (BYE or CANCEL); if the signal
         // handler can't be installed, the call timeout still bounds the call.

@@ -1143,6 +1143,7 @@ mod tests {
             rtp_sent: 0,
             rtp_received: 0,
             rtp_jitter: None,
+            path: None,
             notes: Vec::new(),
             recording: None,
         };

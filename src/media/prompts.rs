@@ -465,6 +465,10 @@ pub const HEARD_AFTER_FRAMES: usize = 5;
 /// Frames that may go missing between two matched frames (lost packets)
 /// without losing track of the prompt.
 pub const MAX_LOST_FRAMES: usize = 3;
+/// How far behind the current position a frame of the same prompt may
+/// arrive (reordered by the network) and be skipped rather than taken as
+/// the prompt starting over.
+pub const MAX_LATE_FRAMES: usize = 4;
 /// Frames matching nothing after which the prompt is taken as ended
 /// (80 ms: shorter than any pause the bridge makes between prompts).
 pub const ENDED_AFTER_UNMATCHED: usize = 4;
@@ -532,6 +536,18 @@ impl PromptListener {
                 if track.unmatched >= ENDED_AFTER_UNMATCHED {
                     self.end_track();
                 }
+                return;
+            }
+            // A frame of this prompt from just behind where it is: a
+            // packet the network delivered late (reordered), not a
+            // restart (a restart begins at frame 0). Skip it.
+            let at = track.positions.iter().copied().min().unwrap_or(0);
+            if candidates.iter().any(|r| {
+                r.prompt == track.prompt
+                    && r.index > 0
+                    && r.index < at
+                    && r.index + MAX_LATE_FRAMES >= at
+            }) {
                 return;
             }
             // Another prompt starts, or this one starts over.
@@ -880,6 +896,29 @@ mod tests {
             [
                 ListenEvent::Heard(PromptId::NotValid),
                 ListenEvent::Ended(PromptId::NotValid),
+            ]
+        );
+    }
+
+    #[test]
+    fn frames_delivered_out_of_order_are_one_prompt() {
+        let catalog = catalog();
+        let matcher = PromptMatcher::new(&catalog, Codec::Pcmu);
+        let frames = catalog.frames(PromptId::Welcome, Codec::Pcmu);
+        // Every 7th frame arrives after the one behind it, and one a
+        // further three frames late; a few lost too.
+        let mut stream: Vec<Frame> = frames.to_vec();
+        for i in (5..stream.len() - 1).step_by(7) {
+            stream.swap(i, i + 1);
+        }
+        let late = stream.remove(60);
+        stream.insert(63, late);
+        stream.remove(100);
+        assert_eq!(
+            listen(&matcher, &stream),
+            [
+                ListenEvent::Heard(PromptId::Welcome),
+                ListenEvent::Ended(PromptId::Welcome),
             ]
         );
     }

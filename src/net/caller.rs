@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, UdpSocket};
@@ -27,8 +27,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::caller::{
-    CallReport, Caller, CallerConfig, DtmfPlan, HangUp, Output, PromptMatchers, RecordingFile,
-    Transport,
+    CallReport, Caller, CallerConfig, DtmfPlan, HangUp, Output, PathCounts, PromptMatchers,
+    RecordingFile, Transport,
 };
 use crate::media::prompts::PromptError;
 use crate::media::recorder::{self, DEFAULT_MAX_DURATION};
@@ -71,6 +71,9 @@ pub struct CallConfig {
     /// Test hook: outgoing SIP requests that are really not sent, as a lossy
     /// path would lose them (the core does not know and retransmits).
     pub drop_outgoing: Option<LossPattern>,
+    /// A lossy, reordering path between the caller and the bridge,
+    /// simulated at the caller's sockets both ways (see [`LossyPath`]).
+    pub lossy_path: Option<LossyPath>,
     /// Where to write what the call heard (8 kHz mono 16-bit WAV, at most
     /// [`DEFAULT_MAX_DURATION`]); `None` records nothing.
     pub record: Option<RecordTo>,
@@ -205,6 +208,87 @@ impl LossPattern {
     }
 }
 
+/// A simulated bad network path: each UDP datagram (SIP and RTP) is lost
+/// with probability `loss`, independently, on the way out and on the way
+/// in; each RTP packet is held back behind the next one with probability
+/// `reorder`. Decided by an RNG seeded with `seed`, so a run can be
+/// repeated. SIP over TCP is not touched (TCP does not lose; its own
+/// retransmissions are the kernel's).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossyPath {
+    pub loss: f64,
+    pub reorder: f64,
+    pub seed: u64,
+}
+
+impl LossyPath {
+    /// The largest loss that still lets SIP's retransmissions finish a
+    /// call within its timers (Timer B and F give 7 tries).
+    pub const MAX_LOSS: f64 = 0.5;
+
+    /// Checks the ratios; the error says what is allowed.
+    pub fn new(loss: f64, reorder: f64, seed: u64) -> Result<LossyPath, String> {
+        if !(0.0..=Self::MAX_LOSS).contains(&loss) {
+            return Err(format!(
+                "a lossy path's loss is {loss}: it must be between 0 and {}",
+                Self::MAX_LOSS
+            ));
+        }
+        if !(0.0..=1.0).contains(&reorder) {
+            return Err(format!(
+                "a lossy path's reorder ratio is {reorder}: it must be between 0 and 1"
+            ));
+        }
+        Ok(LossyPath {
+            loss,
+            reorder,
+            seed,
+        })
+    }
+}
+
+/// The running state of a [`LossyPath`] for one call.
+struct PathSim {
+    path: LossyPath,
+    rng: StdRng,
+    counts: PathCounts,
+    /// An outgoing RTP packet held back to go after the next one.
+    held_out: Option<(Vec<u8>, SocketAddr)>,
+    /// An incoming RTP packet held back to be handled after the next one.
+    held_in: Option<Vec<u8>>,
+}
+
+impl PathSim {
+    fn new(path: LossyPath) -> PathSim {
+        PathSim {
+            path,
+            rng: StdRng::seed_from_u64(path.seed),
+            counts: PathCounts::default(),
+            held_out: None,
+            held_in: None,
+        }
+    }
+
+    fn loses_out(&mut self) -> bool {
+        self.counts.sent += 1;
+        let lost = self.rng.random_bool(self.path.loss);
+        self.counts.lost_out += u64::from(lost);
+        lost
+    }
+
+    fn loses_in(&mut self) -> bool {
+        self.counts.arrived += 1;
+        let lost = self.rng.random_bool(self.path.loss);
+        self.counts.lost_in += u64::from(lost);
+        lost
+    }
+
+    /// Whether this packet is held back (none is held already).
+    fn holds(&mut self, already: bool) -> bool {
+        !already && self.rng.random_bool(self.path.reorder)
+    }
+}
+
 impl CallConfig {
     /// A call to `target` that presses nothing, hangs up 5 s after joining,
     /// and gives up after 60 s.
@@ -223,6 +307,7 @@ impl CallConfig {
             transport: Transport::Udp,
             send_silence: true,
             drop_outgoing: None,
+            lossy_path: None,
             record: None,
         }
     }
@@ -445,6 +530,7 @@ pub async fn place_call(
         local_sip,
         local_rtp,
         loss: config.drop_outgoing,
+        path: config.lossy_path.map(PathSim::new),
         record: config.record,
     };
     driver
@@ -558,6 +644,7 @@ struct Driver {
     local_sip: SocketAddr,
     local_rtp: SocketAddr,
     loss: Option<LossPattern>,
+    path: Option<PathSim>,
     record: Option<RecordTo>,
 }
 
@@ -610,7 +697,11 @@ impl Driver {
                 received = self.sip.recv(&mut sip_buf, self.remote) => {
                     match received {
                         Ok(Received::Messages(messages, from)) => {
+                            let udp = matches!(self.sip, SipLink::Udp(_));
                             for bytes in messages {
+                                if udp && self.path.as_mut().is_some_and(PathSim::loses_in) {
+                                    continue;
+                                }
                                 self.handle_sip(&bytes, from);
                             }
                         }
@@ -620,7 +711,7 @@ impl Driver {
                 }
                 received = self.rtp.recv_from(&mut rtp_buf) => {
                     match received {
-                        Ok((len, _)) => self.caller.handle_rtp(Instant::now().into_std(), &rtp_buf[..len]),
+                        Ok((len, _)) => self.receive_rtp(&rtp_buf[..len]),
                         Err(e) => self.receive_error(self.local_rtp, e)?,
                     }
                 }
@@ -643,6 +734,7 @@ impl Driver {
         }
         self.flush().await?;
         let mut report = self.caller.report_at(Instant::now().into_std());
+        report.path = self.path.as_ref().map(|p| p.counts);
         tracing::info!(outcome = %report.outcome, "call over");
         if let Some(to) = self.record.take() {
             let path = to.path(&report.call_id);
@@ -679,6 +771,30 @@ impl Driver {
             duration: recorder.as_ref().map_or(Duration::ZERO, |r| r.duration()),
             truncated: recorder.as_ref().is_some_and(|r| r.is_truncated()),
         })
+    }
+
+    /// An RTP packet from the bridge, through the lossy path if there is one.
+    fn receive_rtp(&mut self, bytes: &[u8]) {
+        let Some(path) = self.path.as_mut() else {
+            self.caller.handle_rtp(Instant::now().into_std(), bytes);
+            return;
+        };
+        if path.loses_in() {
+            return;
+        }
+        if path.holds(path.held_in.is_some()) {
+            path.held_in = Some(bytes.to_vec());
+            return;
+        }
+        let held = path.held_in.take();
+        if held.is_some() {
+            path.counts.reordered += 1;
+        }
+        let now = Instant::now().into_std();
+        self.caller.handle_rtp(now, bytes);
+        if let Some(held) = held {
+            self.caller.handle_rtp(now, &held);
+        }
     }
 
     fn handle_sip(&mut self, bytes: &[u8], from: SocketAddr) {
@@ -723,9 +839,33 @@ impl Driver {
                         );
                         continue;
                     }
+                    let udp = matches!(self.sip, SipLink::Udp(_));
+                    if udp && self.path.as_mut().is_some_and(PathSim::loses_out) {
+                        continue;
+                    }
                     (self.sip.send(&bytes, self.remote).await, self.remote)
                 }
-                Output::Rtp { to, bytes } => (self.rtp.send_to(&bytes, to).await.map(|_| ()), to),
+                Output::Rtp { to, bytes } => {
+                    let mut held = None;
+                    if let Some(path) = self.path.as_mut() {
+                        if path.loses_out() {
+                            continue;
+                        }
+                        if path.holds(path.held_out.is_some()) {
+                            path.held_out = Some((bytes.to_vec(), to));
+                            continue;
+                        }
+                        held = path.held_out.take();
+                        if held.is_some() {
+                            path.counts.reordered += 1;
+                        }
+                    }
+                    let mut sent = self.rtp.send_to(&bytes, to).await.map(|_| ());
+                    if let (Ok(()), Some((bytes, to))) = (&sent, held) {
+                        sent = self.rtp.send_to(&bytes, to).await.map(|_| ());
+                    }
+                    (sent, to)
+                }
             };
             if let Err(source) = sent {
                 // An RTP packet lost to a full buffer is a lost packet; SIP
