@@ -992,28 +992,54 @@ pub fn parse(bytes: &[u8]) -> Result<Message, SipError> {
 /// the call they belong to, which parses them; on `None` it parses them
 /// itself.
 pub fn peek_call_id(bytes: &[u8]) -> Option<&str> {
+    // The router runs this for every datagram: bytes only, no copies, and
+    // only lines that could be a Call-ID are looked at closely.
     let start = bytes.iter().position(|b| *b != b'\r' && *b != b'\n')?;
-    let bytes = &bytes[start..];
-    let (head_end, _) = find_header_end(bytes)?;
-    let head = std::str::from_utf8(&bytes[..head_end]).ok()?;
-    let mut found = None;
-    // The first line is the start line.
-    for line in head.split('\n').skip(1) {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.starts_with(' ') || line.starts_with('\t') {
-            // A folded line could belong to the Call-ID: let parse decide.
-            return None;
+    let mut rest = &bytes[start..];
+    let mut found: Option<&[u8]> = None;
+    let mut after_call_id = false;
+    let mut first = true;
+    loop {
+        // A message without an empty line after its headers does not parse.
+        let nl = rest.iter().position(|b| *b == b'\n')?;
+        let line = &rest[..nl];
+        rest = &rest[nl + 1..];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if std::mem::take(&mut first) {
+            continue; // the start line
         }
-        let (name, value) = line.split_once(':')?;
-        let name = name.trim_end_matches([' ', '\t']);
-        if full_header_name(name).eq_ignore_ascii_case("Call-ID") {
+        if line.is_empty() {
+            break; // the end of the headers (what find_header_end finds)
+        }
+        let folded = line[0] == b' ' || line[0] == b'\t';
+        if folded {
+            if after_call_id {
+                return None; // the Call-ID continues: let parse decide
+            }
+            continue;
+        }
+        after_call_id = false;
+        if !matches!(line[0], b'c' | b'C' | b'i' | b'I') {
+            continue;
+        }
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        // Whitespace before the colon, as parse allows (§7.3.1 HCOLON).
+        let mut name = &line[..colon];
+        while let [head @ .., b' ' | b'\t'] = name {
+            name = head;
+        }
+        if name.eq_ignore_ascii_case(b"Call-ID") || name.eq_ignore_ascii_case(b"i") {
             if found.is_some() {
                 return None;
             }
-            found = Some(value.trim());
+            found = Some(&line[colon + 1..]);
+            after_call_id = true;
         }
     }
-    found
+    let value = std::str::from_utf8(found?).ok()?.trim();
+    Some(value)
 }
 
 enum StartLine {
