@@ -42,7 +42,7 @@ use crate::media::g711;
 use crate::media::prompts::{FRAME_DURATION, PromptCatalog, PromptId};
 use crate::media::rtp::{HEADER_LEN, RtpHeader, RtpSender};
 use crate::sip::dialog::{Dialog, InDialogRequest, OutgoingRequest, Reason, UasInvite};
-use crate::sip::message::{Method, Request, RequestBuilder, Response, SipHeaders};
+use crate::sip::message::{Method, Request, RequestBuilder, Response, SipHeaders, Via};
 use crate::sip::sdp::{self, LocalMedia, Negotiated, SessionDescription};
 use crate::sip::transaction::{
     AnswerEvent, AnswerRetransmitter, CancelTarget, Event, RequestKeyParts, Route,
@@ -252,15 +252,17 @@ struct KeyFields {
 
 impl KeyFields {
     fn of(request: &Request) -> KeyFields {
+        // One parse of the top Via for its branch and sent-by.
+        let vias = request.vias();
+        let top = vias.first().and_then(|v| Via::parse(v).ok());
         KeyFields {
             method: request.method().to_string(),
-            branch: request.branch(),
-            sent_by: request.sent_by().map(|s| s.to_string()).unwrap_or_default(),
-            via: request
-                .vias()
-                .first()
-                .map(|v| v.to_string())
+            sent_by: top
+                .as_ref()
+                .map(|v| v.sent_by.to_string())
                 .unwrap_or_default(),
+            branch: top.and_then(|v| v.branch),
+            via: vias.first().map(|v| v.to_string()).unwrap_or_default(),
             from_tag: request.from_tag(),
             cseq: request.cseq().map(|c| c.seq).unwrap_or_default(),
         }

@@ -25,7 +25,7 @@ use crate::directory::Directory;
 use crate::records::{
     AttemptJson, CallInfo, CallLog, CallRecordJson, EventJson, EventLine, MeetingJson, TimeAnchor,
 };
-use crate::sip::message::{Request, Response, SipHeaders};
+use crate::sip::message::{Message, Request, Response, SipHeaders};
 
 use super::events::EventSink;
 use super::guard::GuardHandle;
@@ -35,6 +35,9 @@ use crate::call::Source;
 /// What the SIP router sends a call's task.
 #[derive(Debug)]
 pub enum CallInput {
+    /// A message of this call as it arrived (the router found its Call-ID
+    /// without parsing it): the call's task checks and parses it.
+    Bytes(Vec<u8>, Source),
     Request(Box<Request>, Source),
     Response(Box<Response>),
     /// The bridge is shutting down: end the call.
@@ -384,6 +387,15 @@ pub async fn run_call(
         ));
         tokio::select! {
             message = inbox.recv(), if inbox_open => match message {
+                Some(CallInput::Bytes(bytes, source)) => {
+                    match super::sip::read_call_message(&shared.out, &bytes, source) {
+                        Some(Message::Request(request)) => {
+                            call.handle_sip(now(), &request, source, &*shared.directory);
+                        }
+                        Some(Message::Response(response)) => call.handle_response(now(), &response),
+                        None => {}
+                    }
+                }
                 Some(CallInput::Request(request, source)) => {
                     call.handle_sip(now(), &request, source, &*shared.directory);
                 }

@@ -51,6 +51,9 @@ const RETRY_AFTER: &str = "5";
 const BLOCKED_REASON: &str = "Forbidden";
 /// Binding UDP and TCP on one ephemeral port: tries before giving up.
 const BIND_TRIES: usize = 20;
+/// Datagrams the router reads in one wake-up after the first (bounded so
+/// TCP, timers and shutdown get their turn).
+const DATAGRAMS_PER_WAKE: usize = 63;
 
 /// How the SIP side runs.
 #[derive(Debug, Clone)]
@@ -255,10 +258,19 @@ impl SipServer {
             tokio::select! {
                 received = self.udp.recv_from(&mut buf) => match received {
                     Ok((n, from)) => {
-                        let source = Source { transport: Transport::Unreliable, addr: from };
-                        match check_datagram(&buf[..n], Limits::default()) {
-                            Ok(()) => router.handle_bytes(&buf[..n], source).await,
-                            Err(e) => router.reject_datagram(&buf[..n], source, &e),
+                        router.handle_datagram(&buf[..n], from).await;
+                        // Drain what else is queued in this wake-up: the
+                        // socket buffer empties faster than one select! per
+                        // datagram, so bursts are not dropped.
+                        for _ in 0..DATAGRAMS_PER_WAKE {
+                            match self.udp.try_recv_from(&mut buf) {
+                                Ok((n, from)) => router.handle_datagram(&buf[..n], from).await,
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "UDP receive failed");
+                                    break;
+                                }
+                            }
                         }
                     }
                     Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
@@ -399,29 +411,82 @@ pub fn dials_number(request: &Request, numbers: &[PhoneNumber]) -> bool {
     }
 }
 
-impl Router {
-    /// A datagram that breaks the size or Content-Length rules: a request
-    /// whose headers can be read gets the error's response (RFC 3261 §18.3:
-    /// 400 when the body is shorter than its Content-Length; 413 when too
-    /// large); anything else is dropped.
-    fn reject_datagram(&self, bytes: &[u8], source: Source, error: &FrameError) {
-        tracing::warn!(%error, from = %source.addr, "datagram refused");
-        let response = match message::parse(bytes) {
-            Err(e) => e.error_response(),
-            Ok(Message::Request(request)) => {
-                let reason = if error.response_code() == 413 {
-                    "Request Entity Too Large"
-                } else {
-                    "Bad Request"
-                };
-                Some(request.response(error.response_code(), reason))
+/// A datagram that breaks the size or Content-Length rules: a request
+/// whose headers can be read gets the error's response (RFC 3261 §18.3:
+/// 400 when the body is shorter than its Content-Length; 413 when too
+/// large); anything else is dropped.
+fn reject_datagram(out: &Outbound, bytes: &[u8], source: Source, error: &FrameError) {
+    tracing::warn!(%error, from = %source.addr, "datagram refused");
+    let response = match message::parse(bytes) {
+        Err(e) => e.error_response(),
+        Ok(Message::Request(request)) => {
+            let reason = if error.response_code() == 413 {
+                "Request Entity Too Large"
+            } else {
+                "Bad Request"
+            };
+            Some(request.response(error.response_code(), reason))
+        }
+        Ok(Message::Response(_)) => None,
+    };
+    if let Some(response) = response {
+        out.reply(source, response.to_tag(&random_tag()).to_bytes());
+    }
+}
+
+/// Checks and parses a message the router handed to a call as bytes
+/// ([`CallInput::Bytes`]), answering what cannot be used the way the
+/// router would have: a datagram that breaks the size rules, or an
+/// unparseable message, gets its error response (if one can be formed)
+/// and `None`.
+pub(crate) fn read_call_message(out: &Outbound, bytes: &[u8], source: Source) -> Option<Message> {
+    if source.transport == Transport::Unreliable
+        && let Err(e) = check_datagram(bytes, Limits::default())
+    {
+        reject_datagram(out, bytes, source, &e);
+        return None;
+    }
+    match message::parse(bytes) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(error = %e, from = %source.addr, "unparseable SIP message");
+            if let Some(response) = e.error_response() {
+                out.reply(source, response.to_tag(&random_tag()).to_bytes());
             }
-            Ok(Message::Response(_)) => None,
+            None
+        }
+    }
+}
+
+impl Router {
+    /// One UDP datagram. A message of a call the router knows goes to
+    /// that call as bytes, found by a quick look at its Call-ID: the call's
+    /// task checks and parses it, so parsing runs on every core and the
+    /// router only routes. Anything else is checked and parsed here.
+    async fn handle_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
+        let source = Source {
+            transport: Transport::Unreliable,
+            addr: from,
         };
-        if let Some(response) = response {
-            self.shared
-                .out
-                .reply(source, response.to_tag(&random_tag()).to_bytes());
+        if let Some(call_id) = message::peek_call_id(bytes)
+            && let Some(call) = self.calls.get(call_id)
+        {
+            match call.try_send(CallInput::Bytes(bytes.to_vec(), source)) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::debug!(%call_id, "call inbox full: message dropped");
+                    return;
+                }
+                // The call is gone: what it would have done, the router does.
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    let call_id = call_id.to_owned();
+                    self.calls.remove(&call_id);
+                }
+            }
+        }
+        match check_datagram(bytes, Limits::default()) {
+            Ok(()) => self.handle_bytes(bytes, source).await,
+            Err(e) => reject_datagram(&self.shared.out, bytes, source, &e),
         }
     }
 
@@ -601,23 +666,19 @@ impl Router {
         let span = tracing::info_span!("call", call_id = %call_id);
         let started = tokio::time::Instant::now().into_std();
         let anchor = TimeAnchor::new(started, std::time::SystemTime::now().into());
-        let call = span.in_scope(|| {
-            tracing::info!(from = %source.addr, uri = request.uri(), "INVITE");
-            Call::new(
-                started,
-                &request,
-                source,
-                config,
-                self.options.prompts.clone(),
-            )
-        });
         self.shared.active.fetch_add(1, Ordering::AcqRel);
         self.shared.stats.calls.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(CALL_INBOX);
         self.calls.insert(call_id.clone(), tx);
         let shared = self.shared.clone();
+        let prompts = self.options.prompts.clone();
+        // The call's core is made in its own task, off the router: the
+        // router's time per call is what bounds the call rate.
         self.tasks.spawn(
             async move {
+                tracing::info!(from = %source.addr, uri = request.uri(), "INVITE");
+                let call = Call::new(started, &request, source, config, prompts);
+                drop(request);
                 run_call(call, socket, rx, shared, number, anchor).await;
                 call_id
             }
