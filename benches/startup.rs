@@ -290,7 +290,7 @@ fn first_options_answer(to: SocketAddr) -> anyhow::Result<Instant> {
     let mut n = 0u32;
     while started.elapsed() < START_LIMIT {
         n += 1;
-        let branch = format!("z9hG4bKstart{n}");
+        let branch = format!("start{n}");
         let options = RequestBuilder::new(Method::Options, &format!("sip:ping@{to}"))
             .via("UDP", &me.to_string(), &branch)
             .from(&format!("sip:bench@{me}"), "bench")

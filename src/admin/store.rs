@@ -594,7 +594,7 @@ impl UserPins {
     fn get(&self, user: UserId) -> PinDigits {
         // User IDs are usually dense from 1: try the slot the ID would
         // have then, before searching.
-        let guess = usize::try_from(user - 1).ok();
+        let guess = user.checked_sub(1).and_then(|i| usize::try_from(i).ok());
         if let Some((id, pin)) = guess.and_then(|i| self.0.get(i))
             && *id == user
         {
@@ -1024,4 +1024,27 @@ pub fn mark_email_failed(
         params![id, error, now.as_millis()],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_pins_are_found_by_slot_or_by_search() {
+        let pin = |p: &str| PinDigits::new(p);
+        // Dense from 1, then a gap: 5 is found by searching.
+        let pins = UserPins(vec![
+            (1, pin("11111")),
+            (2, pin("22222")),
+            (5, pin("55555")),
+        ]);
+        assert!(pins.get(1).matches("11111"));
+        assert!(pins.get(2).matches("22222"));
+        assert!(pins.get(5).matches("55555"));
+        assert_eq!(pins.get(3), PinDigits::NONE);
+        assert_eq!(pins.get(0), PinDigits::NONE);
+        assert_eq!(pins.get(i64::MIN), PinDigits::NONE);
+        assert_eq!(pins.get(i64::MAX), PinDigits::NONE);
+    }
 }
