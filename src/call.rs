@@ -46,7 +46,7 @@ use crate::sip::dialog::{Dialog, InDialogRequest, OutgoingRequest, Reason, UasIn
 use crate::sip::message::{Method, Request, RequestBuilder, Response, SipHeaders, Via};
 use crate::sip::sdp::{self, LocalMedia, Negotiated, SessionDescription};
 use crate::sip::transaction::{
-    AnswerEvent, AnswerRetransmitter, CancelTarget, Event, RequestKeyParts, Route,
+    Absorber, AnswerEvent, AnswerRetransmitter, CancelTarget, Event, RequestKeyParts, Route,
     ServerTransactions, TimerConfig, TransactionKey, Transport,
 };
 
@@ -279,7 +279,7 @@ pub struct Call {
 }
 
 /// The owned fields of a request's transaction key.
-struct KeyFields {
+pub(crate) struct KeyFields {
     method: String,
     branch: Option<String>,
     sent_by: String,
@@ -289,7 +289,7 @@ struct KeyFields {
 }
 
 impl KeyFields {
-    fn of(request: &Request) -> KeyFields {
+    pub(crate) fn of(request: &Request) -> KeyFields {
         // One parse of the top Via for its branch and sent-by.
         let vias = request.vias();
         let top = vias.first().and_then(|v| Via::parse(v).ok());
@@ -306,7 +306,7 @@ impl KeyFields {
         }
     }
 
-    fn parts<'a>(&'a self, request: &'a Request) -> RequestKeyParts<'a> {
+    pub(crate) fn parts<'a>(&'a self, request: &'a Request) -> RequestKeyParts<'a> {
         RequestKeyParts {
             method: &self.method,
             request_uri: request.uri(),
@@ -616,6 +616,23 @@ impl Call {
                 .answer
                 .as_ref()
                 .is_none_or(AnswerRetransmitter::is_done)
+    }
+
+    /// Once the call has ended and nothing of it retransmits on its own
+    /// (its BYE answered or given up on, its 2xx acknowledged or given up
+    /// on, no non-2xx final waiting for its ACK, every output polled):
+    /// what its transactions still absorb until their timers end, for a
+    /// [`LingerTable`](crate::sip::linger::LingerTable). The driver may then
+    /// drop the call. `None` before that.
+    pub fn linger(&self) -> Option<Vec<Absorber>> {
+        if self.phase != Phase::Ended
+            || self.bye.is_some()
+            || !self.transmits.is_empty()
+            || self.answer.as_ref().is_some_and(|a| !a.is_done())
+        {
+            return None;
+        }
+        self.transactions.absorbers()
     }
 
     /// Whether the call has ended (its [`CallEvent::Ended`] is out).

@@ -28,9 +28,10 @@ use tracing::Instrument;
 use crate::admin::Service;
 use crate::admin::ids::PhoneNumber;
 use crate::attendant;
-use crate::call::{ALLOW, Call, CallConfig, SipTransmit, Source, options_response};
+use crate::call::{ALLOW, Call, CallConfig, KeyFields, SipTransmit, Source, options_response};
 use crate::media::prompts::PromptCatalog;
 use crate::sip::framing::{FrameError, Limits, StreamFramer, check_datagram};
+use crate::sip::linger::{LingerMatch, LingerTable};
 use crate::sip::message::{self, Message, Method, Request, SipHeaders};
 use crate::sip::transaction::{TimerConfig, Transport};
 
@@ -54,6 +55,10 @@ const BIND_TRIES: usize = 20;
 /// Datagrams the router reads in one wake-up after the first (bounded so
 /// TCP, timers and shutdown get their turn).
 const DATAGRAMS_PER_WAKE: usize = 63;
+/// The linger table is swept at most this often: a lookup ignores what is
+/// over anyway, so a late sweep only holds memory a little longer, and the
+/// router does not wake once per ended call.
+const LINGER_SWEEP: Duration = Duration::from_secs(1);
 
 /// How the SIP side runs.
 #[derive(Debug, Clone)]
@@ -252,6 +257,8 @@ impl SipServer {
                             .guard
                             .map(|c| Arc::new(GuardHandle::new(c, options.events.clone()))),
                         stats: Default::default(),
+                        linger: Mutex::new(LingerTable::new()),
+                        linger_signal: tokio::sync::Notify::new(),
                     });
                     log_buffers(options.socket_buffer, buffers);
                     return Ok(SipServer {
@@ -312,6 +319,7 @@ impl SipServer {
         let mut buf = vec![0u8; Limits::default().max_message + 1];
         let mut shutdown = std::pin::pin!(shutdown);
         let mut drain_until: Option<tokio::time::Instant> = None;
+        let mut last_sweep = tokio::time::Instant::now();
         loop {
             if router.draining && router.tasks.is_empty() {
                 break;
@@ -327,6 +335,17 @@ impl SipServer {
                 || tokio::time::Instant::now() + Duration::from_secs(3600),
                 tokio::time::Instant::from_std,
             ));
+            let linger_deadline = router
+                .shared
+                .linger
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .poll_timeout()
+                .map(|at| tokio::time::Instant::from_std(at).max(last_sweep + LINGER_SWEEP));
+            let linger_sleep = tokio::time::sleep_until(
+                linger_deadline
+                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
+            );
             tokio::select! {
                 received = self.udp.recv_from(&mut buf) => match received {
                     Ok((n, from)) => {
@@ -355,10 +374,23 @@ impl SipServer {
                 },
                 Some((bytes, source)) = tcp_rx.recv() => router.handle_bytes(&bytes, source).await,
                 Some(done) = router.tasks.join_next(), if !router.tasks.is_empty() => {
+                    router.shared.stats.call_tasks.fetch_sub(1, Ordering::Relaxed);
                     if let Ok(call_id) = done {
                         router.calls.remove(&call_id);
                     }
                 }
+                () = linger_sleep, if linger_deadline.is_some() => {
+                    let now = tokio::time::Instant::now();
+                    last_sweep = now;
+                    router
+                        .shared
+                        .linger
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .handle_timeout(now.into_std());
+                }
+                // The table was empty when the deadline above was read.
+                () = router.shared.linger_signal.notified(), if linger_deadline.is_none() => {}
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 () = &mut shutdown, if !router.draining => {
                     tracing::info!(calls = router.calls.len(), "SIP: refusing new calls, ending calls in progress");
@@ -530,6 +562,32 @@ pub(crate) fn read_call_message(out: &Outbound, bytes: &[u8], source: Source) ->
     }
 }
 
+/// A request for a Call-ID no call task has, answered from the linger
+/// table if the Call-ID lingers there: an absorbed retransmission gets its
+/// transaction's last response (RFC 3261 §17.2.2), sent to where it came
+/// from. `None` when the Call-ID does not linger: the request is outside
+/// any call.
+pub(crate) fn answer_lingering(
+    shared: &CallShared,
+    request: &Request,
+    source: Source,
+) -> Option<LingerMatch> {
+    let fields = KeyFields::of(request);
+    let now = tokio::time::Instant::now().into_std();
+    let found = shared
+        .linger
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .handle_request(now, &fields.parts(request));
+    if let Some(LingerMatch::Absorbed(Some(bytes))) = &found {
+        shared.out.send(&SipTransmit {
+            to: source,
+            bytes: bytes.clone(),
+        });
+    }
+    found
+}
+
 impl Router {
     /// One UDP datagram. A message of a call the router knows goes to
     /// that call as bytes, found by a quick look at its Call-ID: the call's
@@ -585,20 +643,42 @@ impl Router {
             }
             Message::Request(request) => {
                 let call_id = request.call_id().unwrap_or_default().to_string();
-                if let Some(call) = self.calls.get(&call_id) {
-                    match call.try_send(CallInput::Request(Box::new(request), source)) {
-                        Ok(()) => return,
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            tracing::debug!(%call_id, "call inbox full: request dropped");
-                            return;
+                let request = match self.calls.get(&call_id) {
+                    None => request,
+                    Some(call) => {
+                        match call.try_send(CallInput::Request(Box::new(request), source)) {
+                            Ok(()) => return,
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                tracing::debug!(%call_id, "call inbox full: request dropped");
+                                return;
+                            }
+                            // The call is gone (to the linger table, maybe).
+                            Err(mpsc::error::TrySendError::Closed(CallInput::Request(r, _))) => {
+                                self.calls.remove(&call_id);
+                                *r
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => return,
                         }
-                        Err(mpsc::error::TrySendError::Closed(CallInput::Request(r, _))) => {
-                            self.calls.remove(&call_id);
-                            self.handle_outside_call(*r, source).await;
-                            return;
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => return,
                     }
+                };
+                match answer_lingering(&self.shared, &request, source) {
+                    Some(LingerMatch::Absorbed(_)) => return,
+                    // An INVITE without a To tag reusing the Call-ID of a call
+                    // that ended: the call would have refused it (no dialog
+                    // matches, RFC 3261 §12.2.2), not started a second call.
+                    Some(LingerMatch::Unmatched)
+                        if *request.method() == Method::Invite && request.to_tag().is_none() =>
+                    {
+                        self.shared.out.reply(
+                            source,
+                            request
+                                .response(481, "Call/Transaction Does Not Exist")
+                                .to_tag(&random_tag())
+                                .to_bytes(),
+                        );
+                        return;
+                    }
+                    Some(LingerMatch::Unmatched) | None => {}
                 }
                 self.handle_outside_call(request, source).await;
             }
@@ -744,6 +824,7 @@ impl Router {
         self.calls.insert(call_id.clone(), tx);
         let shared = self.shared.clone();
         let prompts = self.options.prompts.clone();
+        self.shared.stats.call_tasks.fetch_add(1, Ordering::Relaxed);
         // The call's core is made in its own task, off the router: the
         // router's time per call is what bounds the call rate.
         self.tasks.spawn(
