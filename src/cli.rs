@@ -278,6 +278,11 @@ pub struct ServeArgs {
     /// Calls at once; more are refused with 503 and Retry-After.
     #[arg(long, default_value_t = 500)]
     pub max_calls: usize,
+    /// Receive and send buffer of the SIP UDP socket, in bytes (0: the OS
+    /// default). The kernel may grant less (Linux: net.core.rmem_max and
+    /// wmem_max); the granted size is logged at start.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::net::sip::DEFAULT_SOCKET_BUFFER)]
+    pub sip_socket_buffer: usize,
     /// A folder with your own recordings of the prompts (NAME.wav, 8 kHz mono
     /// 16-bit PCM); the shipped prompts by default.
     #[arg(long)]

@@ -2,7 +2,8 @@
 //! loopback: SIP over TCP (a valid ID joins, three wrong IDs end with a BYE
 //! and Reason on the same connection), a lossy path (a lost INVITE or ACK is
 //! recovered by retransmissions, one call only), and malformed datagrams
-//! sent to the bridge while a call runs.
+//! sent to the bridge while a call runs, and retransmissions after a call
+//! ended, answered from the linger table.
 //!
 //! CANCEL is not here: the bridge answers at once, and its ring delay
 //! (`call::CallConfig::ring`) is not reachable from `SipOptions`, so no
@@ -365,5 +366,123 @@ async fn a_cancel_while_the_bridge_rings_gets_487_and_leaves_no_call() {
     assert_eq!(count(&report, Direction::Sent, "CANCEL"), 1, "{report}");
     no_call_left(&bridge, Duration::from_secs(5)).await;
     assert_eq!(bridge.monitor.joined_total(), 0);
+    bridge.stop().await;
+}
+
+// --- after the end: retransmissions answered without the call ---
+
+/// The next response on `socket` to a request of `method`, as bytes and
+/// parsed, bounded; responses to other requests (a 200 retransmitted
+/// before our ACK arrived) are skipped.
+async fn response_to(socket: &UdpSocket, method: Method) -> (Vec<u8>, message::Response) {
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..20 {
+        let (len, _) = tokio::time::timeout(WAIT, socket.recv_from(&mut buf))
+            .await
+            .expect("the bridge answers within the wait")
+            .expect("receive");
+        if let Ok(Message::Response(r)) = message::parse(&buf[..len])
+            && r.cseq().map(|c| c.method) == Some(method.clone())
+            && r.status() >= 200
+        {
+            return (buf[..len].to_vec(), r);
+        }
+    }
+    panic!("no final response to {method} among 20 datagrams");
+}
+
+/// RFC 3261 §17.2.2: a retransmitted BYE gets the same final response for
+/// 64×T1 after it, and RFC 6026 §7.1 the same for the INVITE's 2xx. The
+/// call's task is gone by then: the bridge answers from its linger table.
+/// A new request on the ended dialog gets 481, as the call would have
+/// answered it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_end_retransmissions_get_the_same_responses_without_a_call_task() {
+    let bridge = Bridge::start_with(|sip| sip.mute_prompts = true, None).await;
+    let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = raw.local_addr().unwrap();
+    let uri = format!("sip:{NUMBER}@{}", bridge.sip);
+    let call_id = "linger-1@prober";
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        me.port() + 2
+    );
+    let invite = RequestBuilder::new(Method::Invite, &uri)
+        .via("UDP", &me.to_string(), "linv")
+        .from(&format!("sip:prober@{me}"), "ft")
+        .to(&uri, None)
+        .call_id(call_id)
+        .cseq(1)
+        .header("Contact", &format!("<sip:prober@{me}>"))
+        .body("application/sdp", sdp.as_bytes())
+        .to_bytes();
+    raw.send_to(&invite, bridge.sip).await.unwrap();
+    let (ok_invite, answer) = response_to(&raw, Method::Invite).await;
+    assert_eq!(answer.status(), 200);
+    let tag = answer.to_tag().expect("the 200 has a To tag");
+    let in_dialog = |method: Method, branch: &str, cseq: u32| {
+        RequestBuilder::new(method, &uri)
+            .via("UDP", &me.to_string(), branch)
+            .from(&format!("sip:prober@{me}"), "ft")
+            .to(&uri, Some(&tag))
+            .call_id(call_id)
+            .cseq(cseq)
+            .to_bytes()
+    };
+    raw.send_to(&in_dialog(Method::Ack, "lack", 1), bridge.sip)
+        .await
+        .unwrap();
+    let bye = in_dialog(Method::Bye, "lbye", 2);
+    raw.send_to(&bye, bridge.sip).await.unwrap();
+    let (ok_bye, answer) = response_to(&raw, Method::Bye).await;
+    assert_eq!(answer.status(), 200);
+
+    // The call's task ends at once instead of after Timer J (32 s).
+    let handed_off = async {
+        // Bounded by the timeout around it; the monitor has no wait for this.
+        while bridge.monitor.call_tasks() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), handed_off)
+        .await
+        .expect("the ended call's task ends within seconds");
+    assert_eq!(bridge.monitor.lingering_calls(), 1);
+    assert_eq!(bridge.monitor.ended_total(), 1);
+
+    // Retransmissions: the very same bytes back.
+    raw.send_to(&bye, bridge.sip).await.unwrap();
+    let (again, _) = response_to(&raw, Method::Bye).await;
+    assert_eq!(again, ok_bye, "the BYE's 200 again");
+    raw.send_to(&invite, bridge.sip).await.unwrap();
+    let (again, _) = response_to(&raw, Method::Invite).await;
+    assert_eq!(again, ok_invite, "the INVITE's 200 again");
+
+    // New requests on the ended dialog: 481. An INVITE without a To tag
+    // reusing the Call-ID starts no second call.
+    raw.send_to(&in_dialog(Method::Info, "linfo", 3), bridge.sip)
+        .await
+        .unwrap();
+    assert_eq!(response_to(&raw, Method::Info).await.1.status(), 481);
+    let reuse = RequestBuilder::new(Method::Invite, &uri)
+        .via("UDP", &me.to_string(), "linv2")
+        .from(&format!("sip:prober@{me}"), "ft2")
+        .to(&uri, None)
+        .call_id(call_id)
+        .cseq(1)
+        .header("Contact", &format!("<sip:prober@{me}>"))
+        .body("application/sdp", sdp.as_bytes())
+        .to_bytes();
+    raw.send_to(&reuse, bridge.sip).await.unwrap();
+    assert_eq!(response_to(&raw, Method::Invite).await.1.status(), 481);
+    assert_eq!(
+        bridge
+            .monitor
+            .stats()
+            .calls
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     bridge.stop().await;
 }

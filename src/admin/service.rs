@@ -1520,7 +1520,7 @@ fn rebuild_directory(conn: &Connection) -> Result<Directory> {
                 tenant: row.tenant,
                 organizer: row.user,
                 meeting: row.meeting,
-                leader_pin: row.pin.as_deref().map(PinDigits::new).unwrap_or_default(),
+                leader_pin: row.pin,
             }),
         };
         directory.load(row.id, entry);

@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::error::{AdminError, Result};
 use super::ids::{ConferenceId, EmailAddress, PhoneNumber};
 use super::model::*;
+use crate::directory::PinDigits;
 use crate::time::Timestamp;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is the count
@@ -526,37 +527,95 @@ pub struct DirectoryRow {
     pub tenant: TenantId,
     pub user: UserId,
     pub meeting: Option<MeetingId>,
-    pub pin: Option<String>,
+    /// The holder's leader PIN ([`PinDigits::NONE`] when they have none).
+    pub pin: PinDigits,
     pub revoked: Option<(Timestamp, OperationId, RevocationCause)>,
 }
 
 /// Streams every conference ID with what the directory needs.
+///
+/// Start-up reads the whole table with this (a million users must be
+/// ready in well under 2 s), so it is two sequential scans rather than a
+/// join: the PINs by user ID first, then the IDs in their table's order.
+/// A join looked each ID's user up in `users` at random, one page read per
+/// row once the table outgrew SQLite's cache. Columns are read in place
+/// (no `String` per row).
 pub fn for_each_directory_row(conn: &Connection, mut f: impl FnMut(DirectoryRow)) -> Result<()> {
+    let pins = UserPins::load(conn)?;
     let mut stmt = conn.prepare(
-        "SELECT c.id, c.tenant_id, c.user_id, c.meeting_id, u.leader_pin,
-                c.revoked_at, c.revoked_by, c.revocation_cause
-         FROM conference_ids c JOIN users u ON u.id = c.user_id",
+        "SELECT id, tenant_id, user_id, meeting_id, revoked_at, revoked_by, revocation_cause
+         FROM conference_ids",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let revoked = match r.get::<_, Option<i64>>(5)? {
+        let revoked = match r.get::<_, Option<i64>>(4)? {
             Some(at) => Some((
                 Timestamp::from_millis(at),
-                r.get(6)?,
-                parse_col(r, "revocation_cause")?,
+                r.get(5)?,
+                parse_ref(r, 6, "revocation_cause")?,
             )),
             None => None,
         };
+        let user = r.get(2)?;
         f(DirectoryRow {
-            id: parse_col(r, "id")?,
+            id: parse_ref(r, 0, "id")?,
             tenant: r.get(1)?,
-            user: r.get(2)?,
+            user,
             meeting: r.get(3)?,
-            pin: r.get(4)?,
+            pin: pins.get(user),
             revoked,
         });
     }
     Ok(())
+}
+
+/// Every user's leader PIN, sorted by user ID (the `users` table's own
+/// order, so loading is one sequential scan).
+struct UserPins(Vec<(UserId, PinDigits)>);
+
+impl UserPins {
+    fn load(conn: &Connection) -> Result<UserPins> {
+        let count: i64 = conn.query_row(
+            "SELECT count(*) FROM users WHERE leader_pin IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        let mut pins = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        let mut stmt = conn
+            .prepare("SELECT id, leader_pin FROM users WHERE leader_pin IS NOT NULL ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let pin = r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+            pins.push((r.get::<_, UserId>(0)?, PinDigits::new(pin)));
+        }
+        Ok(UserPins(pins))
+    }
+
+    fn get(&self, user: UserId) -> PinDigits {
+        // User IDs are usually dense from 1: try the slot the ID would
+        // have then, before searching.
+        let guess = user.checked_sub(1).and_then(|i| usize::try_from(i).ok());
+        if let Some((id, pin)) = guess.and_then(|i| self.0.get(i))
+            && *id == user
+        {
+            return *pin;
+        }
+        self.0
+            .binary_search_by_key(&user, |(id, _)| *id)
+            .map_or(PinDigits::NONE, |i| self.0[i].1)
+    }
+}
+
+/// Parses a text column in place, or a clear error naming the column.
+fn parse_ref<T: FromStr<Err = String>>(row: &Row, idx: usize, col: &str) -> rusqlite::Result<T> {
+    let text = row.get_ref(idx)?.as_str().map_err(rusqlite::Error::from)?;
+    text.parse().map_err(|e: String| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Text,
+            format!("column {col}: {e}").into(),
+        )
+    })
 }
 
 pub fn list_revocations(conn: &Connection, user: Option<UserId>) -> Result<Vec<Revocation>> {
@@ -965,4 +1024,27 @@ pub fn mark_email_failed(
         params![id, error, now.as_millis()],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_pins_are_found_by_slot_or_by_search() {
+        let pin = |p: &str| PinDigits::new(p);
+        // Dense from 1, then a gap: 5 is found by searching.
+        let pins = UserPins(vec![
+            (1, pin("11111")),
+            (2, pin("22222")),
+            (5, pin("55555")),
+        ]);
+        assert!(pins.get(1).matches("11111"));
+        assert!(pins.get(2).matches("22222"));
+        assert!(pins.get(5).matches("55555"));
+        assert_eq!(pins.get(3), PinDigits::NONE);
+        assert_eq!(pins.get(0), PinDigits::NONE);
+        assert_eq!(pins.get(i64::MIN), PinDigits::NONE);
+        assert_eq!(pins.get(i64::MAX), PinDigits::NONE);
+    }
 }

@@ -82,6 +82,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut sip = SipOptions::new(args.sip, Arc::new(prompts));
     sip.rtp_ports = port_range(&args.rtp_ports)?;
     sip.max_calls = args.max_calls;
+    sip.socket_buffer = args.sip_socket_buffer;
     sip.ring = crate::time::parse_duration(&args.ring).map_err(anyhow::Error::msg)?;
     sip.mute_prompts = args.mute_prompts;
     sip.attendant.max_attempts = args.max_attempts;

@@ -65,6 +65,18 @@ pub fn render(bridge: Option<&BridgeMonitor>) -> String {
         bridge.active_calls() as u64,
     );
     t.one(
+        "dialin_call_tasks",
+        "gauge",
+        "Call tasks running: calls in progress and ended calls still waiting for a response or an ACK.",
+        bridge.call_tasks(),
+    );
+    t.one(
+        "dialin_calls_lingering",
+        "gauge",
+        "Ended calls whose transactions still answer retransmissions (RFC 3261 Timer J), without a task.",
+        bridge.lingering_calls() as u64,
+    );
+    t.one(
         "dialin_calls_total",
         "counter",
         "Calls started (INVITEs that got a call).",

@@ -5,6 +5,10 @@
 //! through [`Outbound`], RTP from the call's socket, roster events to the
 //! shared [`Roster`].
 //!
+//! A call that has ended, once nothing of it retransmits on its own, hands
+//! what its transactions still owe retransmitted requests to the bridge's
+//! [`LingerTable`] and its task ends (see [`crate::sip::linger`]).
+//!
 //! Also here: [`RtpPorts`], which binds each call's port from the configured
 //! range (the OS says which ports are free, so nothing is booked by hand).
 
@@ -25,7 +29,9 @@ use crate::directory::Directory;
 use crate::records::{
     AttemptJson, CallInfo, CallLog, CallRecordJson, EventJson, EventLine, MeetingJson, TimeAnchor,
 };
-use crate::sip::message::{Request, Response, SipHeaders};
+use crate::sip::linger::LingerTable;
+use crate::sip::message::{Message, Request, Response, SipHeaders};
+use crate::sip::transaction::Absorber;
 
 use super::events::EventSink;
 use super::guard::GuardHandle;
@@ -35,6 +41,9 @@ use crate::call::Source;
 /// What the SIP router sends a call's task.
 #[derive(Debug)]
 pub enum CallInput {
+    /// A message of this call as it arrived (the router found its Call-ID
+    /// without parsing it): the call's task checks and parses it.
+    Bytes(Vec<u8>, Source),
     Request(Box<Request>, Source),
     Response(Box<Response>),
     /// The bridge is shutting down: end the call.
@@ -153,6 +162,13 @@ pub struct CallShared {
     pub guard: Option<Arc<GuardHandle>>,
     /// Counters for the metrics.
     pub stats: BridgeStats,
+    /// Finished calls' transactions, answering retransmissions until their
+    /// timers end. A std Mutex: a hash lookup or insert under it, never
+    /// held across an await; the router sweeps it.
+    pub linger: Mutex<LingerTable>,
+    /// Woken when the linger table stops being empty, so that the router
+    /// sets its sweep deadline.
+    pub linger_signal: tokio::sync::Notify,
 }
 
 /// The attempt results, in the order of [`BridgeStats::attempts`].
@@ -191,6 +207,9 @@ pub struct BridgeStats {
     pub refused_403: AtomicU64,
     pub refused_404: AtomicU64,
     pub refused_503: AtomicU64,
+    /// Call tasks running (calls in progress, and ended calls with a
+    /// response or an ACK still to wait for).
+    pub call_tasks: AtomicU64,
 }
 
 fn now() -> std::time::Instant {
@@ -371,7 +390,14 @@ pub async fn run_call(
         }
         // At shutdown the call need not linger for retransmissions once
         // its BYE was answered (or given up on).
-        if call.is_finished() || (shutting_down && call.is_ended()) {
+        if shutting_down && call.is_ended() {
+            break;
+        }
+        // Ended, and nothing left but absorbing retransmissions: the linger
+        // table does that (RFC 3261 §17.2.2 Timer J is 32 s over UDP) and
+        // the task ends, with its core, buffers and timers.
+        if let Some(absorbers) = call.linger() {
+            hand_off(&shared, &mut inbox, call.call_id(), absorbers);
             break;
         }
         let deadline = call.poll_timeout();
@@ -384,6 +410,15 @@ pub async fn run_call(
         ));
         tokio::select! {
             message = inbox.recv(), if inbox_open => match message {
+                Some(CallInput::Bytes(bytes, source)) => {
+                    match super::sip::read_call_message(&shared.out, &bytes, source) {
+                        Some(Message::Request(request)) => {
+                            call.handle_sip(now(), &request, source, &*shared.directory);
+                        }
+                        Some(Message::Response(response)) => call.handle_response(now(), &response),
+                        None => {}
+                    }
+                }
                 Some(CallInput::Request(request, source)) => {
                     call.handle_sip(now(), &request, source, &*shared.directory);
                 }
@@ -410,6 +445,50 @@ pub async fn run_call(
     }
     if counted {
         shared.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Puts an ended call's transactions in the linger table, then closes the
+/// call's inbox: from then on the router, finding it closed, answers the
+/// Call-ID from the table. What was queued before the close is answered
+/// from the table here; a request the table does not absorb (a new one on
+/// the ended dialog, in the instant of the hand-off) is dropped, and its
+/// retransmission gets the router's answer.
+fn hand_off(
+    shared: &CallShared,
+    inbox: &mut mpsc::Receiver<CallInput>,
+    call_id: &str,
+    absorbers: Vec<Absorber>,
+) {
+    if !absorbers.is_empty() {
+        let was_empty = {
+            let mut table = shared.linger.lock().unwrap_or_else(|e| e.into_inner());
+            let was_empty = table.is_empty();
+            table.insert(call_id, absorbers);
+            was_empty
+        };
+        if was_empty {
+            shared.linger_signal.notify_one();
+        }
+    }
+    inbox.close();
+    while let Ok(input) = inbox.try_recv() {
+        let (request, source) = match input {
+            CallInput::Bytes(bytes, source) => {
+                match super::sip::read_call_message(&shared.out, &bytes, source) {
+                    Some(Message::Request(request)) => (request, source),
+                    _ => continue,
+                }
+            }
+            CallInput::Request(request, source) => (*request, source),
+            CallInput::Response(_) | CallInput::Shutdown => continue,
+        };
+        if !matches!(
+            super::sip::answer_lingering(shared, &request, source),
+            Some(crate::sip::linger::LingerMatch::Absorbed(_))
+        ) {
+            tracing::debug!(method = %request.method(), "request at the hand-off to the linger table: dropped");
+        }
     }
 }
 
@@ -469,6 +548,22 @@ impl BridgeMonitor {
     /// Counters since the bridge started.
     pub fn stats(&self) -> &BridgeStats {
         &self.0.stats
+    }
+
+    /// Call tasks running: calls in progress, and ended calls still
+    /// waiting for a response or an ACK.
+    pub fn call_tasks(&self) -> u64 {
+        self.0.stats.call_tasks.load(Ordering::Relaxed)
+    }
+
+    /// Ended calls whose transactions still answer retransmissions from
+    /// the linger table (until the next sweep, some may be over).
+    pub fn lingering_calls(&self) -> usize {
+        self.0
+            .linger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// Guessing protection, unless it is off.

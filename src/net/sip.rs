@@ -28,9 +28,10 @@ use tracing::Instrument;
 use crate::admin::Service;
 use crate::admin::ids::PhoneNumber;
 use crate::attendant;
-use crate::call::{ALLOW, Call, CallConfig, SipTransmit, Source, options_response};
+use crate::call::{ALLOW, Call, CallConfig, KeyFields, SipTransmit, Source, options_response};
 use crate::media::prompts::PromptCatalog;
 use crate::sip::framing::{FrameError, Limits, StreamFramer, check_datagram};
+use crate::sip::linger::{LingerMatch, LingerTable};
 use crate::sip::message::{self, Message, Method, Request, SipHeaders};
 use crate::sip::transaction::{TimerConfig, Transport};
 
@@ -51,6 +52,13 @@ const RETRY_AFTER: &str = "5";
 const BLOCKED_REASON: &str = "Forbidden";
 /// Binding UDP and TCP on one ephemeral port: tries before giving up.
 const BIND_TRIES: usize = 20;
+/// Datagrams the router reads in one wake-up after the first (bounded so
+/// TCP, timers and shutdown get their turn).
+const DATAGRAMS_PER_WAKE: usize = 63;
+/// The linger table is swept at most this often: a lookup ignores what is
+/// over anyway, so a late sweep only holds memory a little longer, and the
+/// router does not wake once per ended call.
+const LINGER_SWEEP: Duration = Duration::from_secs(1);
 
 /// How the SIP side runs.
 #[derive(Debug, Clone)]
@@ -76,6 +84,23 @@ pub struct SipOptions {
     pub events: Option<EventSink>,
     /// Guessing protection; `None` turns it off (`--guard off`).
     pub guard: Option<crate::guard::Config>,
+    /// The receive and send buffer asked for on the SIP UDP socket, in
+    /// bytes; 0 keeps the OS default. A burst of datagrams (thousands of
+    /// calls a second) waits here while the router is busy: too small a
+    /// buffer drops them and the callers retransmit.
+    pub socket_buffer: usize,
+}
+
+/// The default SIP UDP socket buffer asked for: 4 MiB.
+pub const DEFAULT_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+/// The buffer sizes the kernel granted the SIP UDP socket, as it reports
+/// them (Linux reports twice what it reserves for data: the doubling covers
+/// its bookkeeping, socket(7)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketBuffers {
+    pub recv: usize,
+    pub send: usize,
 }
 
 impl SipOptions {
@@ -93,6 +118,7 @@ impl SipOptions {
             log: Arc::new(CallLog::default()),
             events: None,
             guard: Some(crate::guard::Config::default()),
+            socket_buffer: DEFAULT_SOCKET_BUFFER,
         }
     }
 }
@@ -151,6 +177,54 @@ pub struct SipServer {
     addr: SocketAddr,
     options: SipOptions,
     service: Arc<Service>,
+    buffers: SocketBuffers,
+}
+
+/// Binds the SIP UDP socket with the buffer sizes asked for (0: the OS
+/// default). The kernel may grant less (Linux caps at `net.core.rmem_max`
+/// and `net.core.wmem_max`): what it granted is returned and logged, and a
+/// refusal to set a size is a warning, not an error.
+fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<(UdpSocket, SocketBuffers)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if buffer > 0 {
+        if let Err(e) = socket.set_recv_buffer_size(buffer) {
+            tracing::warn!(error = %e, bytes = buffer, "SIP UDP receive buffer not set");
+        }
+        if let Err(e) = socket.set_send_buffer_size(buffer) {
+            tracing::warn!(error = %e, bytes = buffer, "SIP UDP send buffer not set");
+        }
+    }
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    let buffers = SocketBuffers {
+        recv: socket.recv_buffer_size()?,
+        send: socket.send_buffer_size()?,
+    };
+    let udp = UdpSocket::from_std(socket.into())?;
+    Ok((udp, buffers))
+}
+
+/// Logs the buffers granted; a warning when the kernel granted less than
+/// asked for (Linux reports double the data size it reserves, so granted
+/// below twice the request means it was capped).
+fn log_buffers(asked: usize, granted: SocketBuffers) {
+    let capped = |got: usize| cfg!(target_os = "linux") && got < asked.saturating_mul(2);
+    if asked > 0 && (capped(granted.recv) || capped(granted.send)) {
+        tracing::warn!(
+            asked,
+            recv = granted.recv,
+            send = granted.send,
+            "SIP UDP socket buffers capped by the kernel: raise net.core.rmem_max and net.core.wmem_max (sysctl) to get --sip-socket-buffer"
+        );
+    } else {
+        tracing::info!(
+            asked,
+            recv = granted.recv,
+            send = granted.send,
+            "SIP UDP socket buffers"
+        );
+    }
 }
 
 impl SipServer {
@@ -158,8 +232,7 @@ impl SipServer {
     pub async fn bind(options: SipOptions, service: Arc<Service>) -> anyhow::Result<SipServer> {
         let mut last_error = None;
         for _ in 0..BIND_TRIES {
-            let udp = UdpSocket::bind(options.addr)
-                .await
+            let (udp, buffers) = bind_udp(options.addr, options.socket_buffer)
                 .with_context(|| format!("binding SIP over UDP to {}", options.addr))?;
             let addr = udp.local_addr()?;
             match TcpListener::bind(addr).await {
@@ -184,7 +257,10 @@ impl SipServer {
                             .guard
                             .map(|c| Arc::new(GuardHandle::new(c, options.events.clone()))),
                         stats: Default::default(),
+                        linger: Mutex::new(LingerTable::new()),
+                        linger_signal: tokio::sync::Notify::new(),
                     });
+                    log_buffers(options.socket_buffer, buffers);
                     return Ok(SipServer {
                         shared,
                         udp,
@@ -192,6 +268,7 @@ impl SipServer {
                         addr,
                         options,
                         service,
+                        buffers,
                     });
                 }
                 Err(e) if options.addr.port() == 0 => last_error = Some(e),
@@ -209,6 +286,11 @@ impl SipServer {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The UDP socket's buffer sizes, as the kernel granted them.
+    pub fn socket_buffers(&self) -> SocketBuffers {
+        self.buffers
     }
 
     /// Watches the calls of this bridge (works while and after it runs).
@@ -237,6 +319,7 @@ impl SipServer {
         let mut buf = vec![0u8; Limits::default().max_message + 1];
         let mut shutdown = std::pin::pin!(shutdown);
         let mut drain_until: Option<tokio::time::Instant> = None;
+        let mut last_sweep = tokio::time::Instant::now();
         loop {
             if router.draining && router.tasks.is_empty() {
                 break;
@@ -252,13 +335,33 @@ impl SipServer {
                 || tokio::time::Instant::now() + Duration::from_secs(3600),
                 tokio::time::Instant::from_std,
             ));
+            let linger_deadline = router
+                .shared
+                .linger
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .poll_timeout()
+                .map(|at| tokio::time::Instant::from_std(at).max(last_sweep + LINGER_SWEEP));
+            let linger_sleep = tokio::time::sleep_until(
+                linger_deadline
+                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
+            );
             tokio::select! {
                 received = self.udp.recv_from(&mut buf) => match received {
                     Ok((n, from)) => {
-                        let source = Source { transport: Transport::Unreliable, addr: from };
-                        match check_datagram(&buf[..n], Limits::default()) {
-                            Ok(()) => router.handle_bytes(&buf[..n], source).await,
-                            Err(e) => router.reject_datagram(&buf[..n], source, &e),
+                        router.handle_datagram(&buf[..n], from).await;
+                        // Drain what else is queued in this wake-up: the
+                        // socket buffer empties faster than one select! per
+                        // datagram, so bursts are not dropped.
+                        for _ in 0..DATAGRAMS_PER_WAKE {
+                            match self.udp.try_recv_from(&mut buf) {
+                                Ok((n, from)) => router.handle_datagram(&buf[..n], from).await,
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "UDP receive failed");
+                                    break;
+                                }
+                            }
                         }
                     }
                     Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
@@ -271,10 +374,23 @@ impl SipServer {
                 },
                 Some((bytes, source)) = tcp_rx.recv() => router.handle_bytes(&bytes, source).await,
                 Some(done) = router.tasks.join_next(), if !router.tasks.is_empty() => {
+                    router.shared.stats.call_tasks.fetch_sub(1, Ordering::Relaxed);
                     if let Ok(call_id) = done {
                         router.calls.remove(&call_id);
                     }
                 }
+                () = linger_sleep, if linger_deadline.is_some() => {
+                    let now = tokio::time::Instant::now();
+                    last_sweep = now;
+                    router
+                        .shared
+                        .linger
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .handle_timeout(now.into_std());
+                }
+                // The table was empty when the deadline above was read.
+                () = router.shared.linger_signal.notified(), if linger_deadline.is_none() => {}
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 () = &mut shutdown, if !router.draining => {
                     tracing::info!(calls = router.calls.len(), "SIP: refusing new calls, ending calls in progress");
@@ -399,29 +515,108 @@ pub fn dials_number(request: &Request, numbers: &[PhoneNumber]) -> bool {
     }
 }
 
-impl Router {
-    /// A datagram that breaks the size or Content-Length rules: a request
-    /// whose headers can be read gets the error's response (RFC 3261 §18.3:
-    /// 400 when the body is shorter than its Content-Length; 413 when too
-    /// large); anything else is dropped.
-    fn reject_datagram(&self, bytes: &[u8], source: Source, error: &FrameError) {
-        tracing::warn!(%error, from = %source.addr, "datagram refused");
-        let response = match message::parse(bytes) {
-            Err(e) => e.error_response(),
-            Ok(Message::Request(request)) => {
-                let reason = if error.response_code() == 413 {
-                    "Request Entity Too Large"
-                } else {
-                    "Bad Request"
-                };
-                Some(request.response(error.response_code(), reason))
+/// A datagram that breaks the size or Content-Length rules: a request
+/// whose headers can be read gets the error's response (RFC 3261 §18.3:
+/// 400 when the body is shorter than its Content-Length; 413 when too
+/// large); anything else is dropped.
+fn reject_datagram(out: &Outbound, bytes: &[u8], source: Source, error: &FrameError) {
+    tracing::warn!(%error, from = %source.addr, "datagram refused");
+    let response = match message::parse(bytes) {
+        Err(e) => e.error_response(),
+        Ok(Message::Request(request)) => {
+            let reason = if error.response_code() == 413 {
+                "Request Entity Too Large"
+            } else {
+                "Bad Request"
+            };
+            Some(request.response(error.response_code(), reason))
+        }
+        Ok(Message::Response(_)) => None,
+    };
+    if let Some(response) = response {
+        out.reply(source, response.to_tag(&random_tag()).to_bytes());
+    }
+}
+
+/// Checks and parses a message the router handed to a call as bytes
+/// ([`CallInput::Bytes`]), answering what cannot be used the way the
+/// router would have: a datagram that breaks the size rules, or an
+/// unparseable message, gets its error response (if one can be formed)
+/// and `None`.
+pub(crate) fn read_call_message(out: &Outbound, bytes: &[u8], source: Source) -> Option<Message> {
+    if source.transport == Transport::Unreliable
+        && let Err(e) = check_datagram(bytes, Limits::default())
+    {
+        reject_datagram(out, bytes, source, &e);
+        return None;
+    }
+    match message::parse(bytes) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(error = %e, from = %source.addr, "unparseable SIP message");
+            if let Some(response) = e.error_response() {
+                out.reply(source, response.to_tag(&random_tag()).to_bytes());
             }
-            Ok(Message::Response(_)) => None,
+            None
+        }
+    }
+}
+
+/// A request for a Call-ID no call task has, answered from the linger
+/// table if the Call-ID lingers there: an absorbed retransmission gets its
+/// transaction's last response (RFC 3261 §17.2.2), sent to where it came
+/// from. `None` when the Call-ID does not linger: the request is outside
+/// any call.
+pub(crate) fn answer_lingering(
+    shared: &CallShared,
+    request: &Request,
+    source: Source,
+) -> Option<LingerMatch> {
+    let fields = KeyFields::of(request);
+    let now = tokio::time::Instant::now().into_std();
+    let found = shared
+        .linger
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .handle_request(now, &fields.parts(request));
+    if let Some(LingerMatch::Absorbed(Some(bytes))) = &found {
+        shared.out.send(&SipTransmit {
+            to: source,
+            bytes: bytes.clone(),
+        });
+    }
+    found
+}
+
+impl Router {
+    /// One UDP datagram. A message of a call the router knows goes to
+    /// that call as bytes, found by a quick look at its Call-ID: the call's
+    /// task checks and parses it, so parsing runs on every core and the
+    /// router only routes. Anything else is checked and parsed here.
+    async fn handle_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
+        let source = Source {
+            transport: Transport::Unreliable,
+            addr: from,
         };
-        if let Some(response) = response {
-            self.shared
-                .out
-                .reply(source, response.to_tag(&random_tag()).to_bytes());
+        if let Some(call_id) = message::peek_call_id(bytes)
+            && let Some(call) = self.calls.get(call_id)
+        {
+            match call.try_send(CallInput::Bytes(bytes.to_vec(), source)) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::debug!(%call_id, "call inbox full: message dropped");
+                    return;
+                }
+                // The call is gone: what it would have done, the router does.
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    let call_id = call_id.to_owned();
+                    self.calls.remove(&call_id);
+                }
+            }
+        }
+        match check_datagram(bytes, Limits::default()) {
+            Ok(()) => self.handle_bytes(bytes, source).await,
+            Err(e) => reject_datagram(&self.shared.out, bytes, source, &e),
         }
     }
 
@@ -448,20 +643,42 @@ impl Router {
             }
             Message::Request(request) => {
                 let call_id = request.call_id().unwrap_or_default().to_string();
-                if let Some(call) = self.calls.get(&call_id) {
-                    match call.try_send(CallInput::Request(Box::new(request), source)) {
-                        Ok(()) => return,
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            tracing::debug!(%call_id, "call inbox full: request dropped");
-                            return;
+                let request = match self.calls.get(&call_id) {
+                    None => request,
+                    Some(call) => {
+                        match call.try_send(CallInput::Request(Box::new(request), source)) {
+                            Ok(()) => return,
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                tracing::debug!(%call_id, "call inbox full: request dropped");
+                                return;
+                            }
+                            // The call is gone (to the linger table, maybe).
+                            Err(mpsc::error::TrySendError::Closed(CallInput::Request(r, _))) => {
+                                self.calls.remove(&call_id);
+                                *r
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => return,
                         }
-                        Err(mpsc::error::TrySendError::Closed(CallInput::Request(r, _))) => {
-                            self.calls.remove(&call_id);
-                            self.handle_outside_call(*r, source).await;
-                            return;
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => return,
                     }
+                };
+                match answer_lingering(&self.shared, &request, source) {
+                    Some(LingerMatch::Absorbed(_)) => return,
+                    // An INVITE without a To tag reusing the Call-ID of a call
+                    // that ended: the call would have refused it (no dialog
+                    // matches, RFC 3261 §12.2.2), not started a second call.
+                    Some(LingerMatch::Unmatched)
+                        if *request.method() == Method::Invite && request.to_tag().is_none() =>
+                    {
+                        self.shared.out.reply(
+                            source,
+                            request
+                                .response(481, "Call/Transaction Does Not Exist")
+                                .to_tag(&random_tag())
+                                .to_bytes(),
+                        );
+                        return;
+                    }
+                    Some(LingerMatch::Unmatched) | None => {}
                 }
                 self.handle_outside_call(request, source).await;
             }
@@ -601,23 +818,20 @@ impl Router {
         let span = tracing::info_span!("call", call_id = %call_id);
         let started = tokio::time::Instant::now().into_std();
         let anchor = TimeAnchor::new(started, std::time::SystemTime::now().into());
-        let call = span.in_scope(|| {
-            tracing::info!(from = %source.addr, uri = request.uri(), "INVITE");
-            Call::new(
-                started,
-                &request,
-                source,
-                config,
-                self.options.prompts.clone(),
-            )
-        });
         self.shared.active.fetch_add(1, Ordering::AcqRel);
         self.shared.stats.calls.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(CALL_INBOX);
         self.calls.insert(call_id.clone(), tx);
         let shared = self.shared.clone();
+        let prompts = self.options.prompts.clone();
+        self.shared.stats.call_tasks.fetch_add(1, Ordering::Relaxed);
+        // The call's core is made in its own task, off the router: the
+        // router's time per call is what bounds the call rate.
         self.tasks.spawn(
             async move {
+                tracing::info!(from = %source.addr, uri = request.uri(), "INVITE");
+                let call = Call::new(started, &request, source, config, prompts);
+                drop(request);
                 run_call(call, socket, rx, shared, number, anchor).await;
                 call_id
             }
@@ -641,6 +855,30 @@ mod tests {
             Message::Request(r) => r,
             Message::Response(_) => unreachable!("built a request"),
         }
+    }
+
+    #[tokio::test]
+    async fn the_udp_socket_gets_the_buffers_asked_for() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (_, default) = bind_udp(addr, 0).unwrap();
+        // Below any Linux cap (net.core.rmem_max and wmem_max are at least
+        // 208 KiB out of the box), above the usual default.
+        let asked = 160 * 1024;
+        let (udp, granted) = bind_udp(addr, asked).unwrap();
+        assert!(granted.recv >= asked, "{granted:?}");
+        assert!(granted.send >= asked, "{granted:?}");
+        assert!(granted.recv > default.recv, "{granted:?} vs {default:?}");
+        // The socket works as a tokio socket.
+        let peer = UdpSocket::bind(addr).await.unwrap();
+        peer.send_to(b"ping", udp.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 8];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), udp.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"ping");
     }
 
     #[test]

@@ -215,6 +215,41 @@ pub fn check_datagram(bytes: &[u8], limits: Limits) -> Result<(), FrameError> {
 /// Content-Length from a raw header section (folded lines and whitespace
 /// before the colon allowed); differing duplicates are an error.
 fn find_content_length(head: &[u8]) -> Result<Option<u64>, FrameError> {
+    match content_length_unfolded(head) {
+        Some(found) => Ok(found),
+        None => content_length_slow(head),
+    }
+}
+
+/// The common case without copying a byte: no folded line, UTF-8 names
+/// and values, good values. `None` when unsure (a folded line, a bad or
+/// differing value): [`content_length_slow`] decides, with its errors.
+fn content_length_unfolded(head: &[u8]) -> Option<Option<u64>> {
+    let mut found = None;
+    for line in head.split(|b| *b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            return None;
+        }
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let name = std::str::from_utf8(&line[..colon]).ok()?;
+        if !full_header_name(name.trim()).eq_ignore_ascii_case("Content-Length") {
+            continue;
+        }
+        let value = std::str::from_utf8(&line[colon + 1..]).ok()?;
+        let n = parse_content_length(value).ok()?;
+        match found {
+            Some(prev) if prev != n => return None,
+            _ => found = Some(n),
+        }
+    }
+    Some(found)
+}
+
+/// [`find_content_length`] for any header section: unfolds into owned lines.
+fn content_length_slow(head: &[u8]) -> Result<Option<u64>, FrameError> {
     let text = String::from_utf8_lossy(head);
     let mut lines: Vec<String> = Vec::new();
     for line in text.split('\n').skip(1) {

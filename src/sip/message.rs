@@ -26,6 +26,7 @@
 //! read the host and port of `sip:`/`sips:` URIs.
 
 use std::fmt;
+use std::ops::Range;
 
 /// RFC 3261 §8.1.1.7: every branch this UA creates starts with the magic cookie.
 pub const MAGIC_COOKIE: &str = "z9hG4bK";
@@ -204,10 +205,16 @@ pub enum Message {
 }
 
 /// Header lines after unfolding and name expansion, in arrival order.
+///
+/// All names and values live in one string (a message's headers cost two
+/// allocations, not two per line); `lines` holds their byte ranges.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Headers {
-    /// (name as a full name, value trimmed and unfolded)
-    lines: Vec<(String, String)>,
+    text: String,
+    /// (name as a full name, value trimmed and unfolded), as ranges of
+    /// `text`. The last line's value always ends `text`, so a folded line
+    /// extends it in place.
+    lines: Vec<(Range<usize>, Range<usize>)>,
 }
 
 /// RFC 3261 §7.3.3 and §20: compact forms the bridge must understand, plus
@@ -255,12 +262,13 @@ impl Headers {
     }
 
     /// Every header line with that name, in order.
-    pub fn get_all<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + 'a {
-        let full = full_header_name(name).to_ascii_lowercase();
+    pub fn get_all<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+        let full = full_header_name(name);
+        let text = self.text.as_str();
         self.lines
             .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(&full))
-            .map(|(_, v)| v.as_str())
+            .filter(move |(n, _)| text[n.clone()].eq_ignore_ascii_case(full))
+            .map(move |(_, v)| &text[v.clone()])
     }
 
     /// Every value of a comma-separated header (RFC 3261 §7.3.1), across
@@ -271,11 +279,35 @@ impl Headers {
 
     /// All lines as (full name, value).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.lines.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.lines
+            .iter()
+            .map(|(n, v)| (&self.text[n.clone()], &self.text[v.clone()]))
     }
 
     fn push(&mut self, name: &str, value: &str) {
-        self.lines.push((name.to_string(), value.to_string()));
+        let start = self.text.len();
+        self.text.push_str(name);
+        let name_end = self.text.len();
+        self.text.push_str(value);
+        self.lines
+            .push((start..name_end, name_end..self.text.len()));
+    }
+
+    /// Appends a folded line's text to the last value (RFC 3261 §7.3.1:
+    /// the line break and leading whitespace become one SP). `false` when
+    /// there is no header to continue.
+    fn continue_last(&mut self, cont: &str) -> bool {
+        let Some((_, value)) = self.lines.last_mut() else {
+            return false;
+        };
+        if !cont.is_empty() {
+            if value.start != value.end {
+                self.text.push(' ');
+            }
+            self.text.push_str(cont);
+            value.end = self.text.len();
+        }
+        true
     }
 }
 
@@ -708,26 +740,49 @@ impl ResponseBuilder {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = format!("SIP/2.0 {} {}\r\n", self.status, self.reason);
+        // Written straight into one buffer: this runs for every response.
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(self.estimated_len());
+        let _ = write!(out, "SIP/2.0 {} {}\r\n", self.status, self.reason);
         for (name, value) in &self.copied {
-            let mut value = value.clone();
+            out.push_str(name);
+            out.push_str(": ");
+            out.push_str(value);
             if let (true, Some(tag)) = (name == "To", &self.to_tag) {
-                let has_tag = NameAddr::parse("To", &value)
+                let has_tag = NameAddr::parse("To", value)
                     .map(|n| n.tag().is_some())
                     .unwrap_or(false);
                 if !has_tag {
-                    value = format!("{value};tag={tag}");
+                    out.push_str(";tag=");
+                    out.push_str(tag);
                 }
             }
-            out.push_str(&format!("{name}: {value}\r\n"));
+            out.push_str("\r\n");
         }
         for (name, value) in &self.extra {
-            out.push_str(&format!("{name}: {value}\r\n"));
+            out.push_str(name);
+            out.push_str(": ");
+            out.push_str(value);
+            out.push_str("\r\n");
         }
-        out.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
+        let _ = write!(out, "Content-Length: {}\r\n\r\n", self.body.len());
         let mut bytes = out.into_bytes();
         bytes.extend_from_slice(&self.body);
         bytes
+    }
+
+    /// About the size of [`to_bytes`](Self::to_bytes), so it allocates once.
+    fn estimated_len(&self) -> usize {
+        let lines: usize = self
+            .copied
+            .iter()
+            .chain(&self.extra)
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum();
+        64 + self.reason.len()
+            + lines
+            + self.to_tag.as_ref().map_or(0, |t| t.len() + 5)
+            + self.body.len()
     }
 }
 
@@ -874,7 +929,7 @@ pub fn parse(bytes: &[u8]) -> Result<Message, SipError> {
 
     let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let start_line = lines.next().unwrap_or_default();
-    let headers = unfold_headers(lines)?;
+    let headers = unfold_headers(lines, head.len())?;
 
     // Work out what kind of message it is before any other check, so that a
     // later error can still be answered when it was a request.
@@ -928,6 +983,63 @@ pub fn parse(bytes: &[u8]) -> Result<Message, SipError> {
             Ok(Message::Response(resp))
         }
     }
+}
+
+/// The Call-ID of a message, read without parsing it: what
+/// `parse(bytes)?.call_id()` would give, or `None` when this quick look is
+/// not sure (no end of headers, not UTF-8, a folded line, a line without a
+/// colon, no Call-ID or two of them). A router uses it to hand the bytes to
+/// the call they belong to, which parses them; on `None` it parses them
+/// itself.
+pub fn peek_call_id(bytes: &[u8]) -> Option<&str> {
+    // The router runs this for every datagram: bytes only, no copies, and
+    // only lines that could be a Call-ID are looked at closely.
+    let start = bytes.iter().position(|b| *b != b'\r' && *b != b'\n')?;
+    let mut rest = &bytes[start..];
+    let mut found: Option<&[u8]> = None;
+    let mut after_call_id = false;
+    let mut first = true;
+    loop {
+        // A message without an empty line after its headers does not parse.
+        let nl = rest.iter().position(|b| *b == b'\n')?;
+        let line = &rest[..nl];
+        rest = &rest[nl + 1..];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if std::mem::take(&mut first) {
+            continue; // the start line
+        }
+        if line.is_empty() {
+            break; // the end of the headers (what find_header_end finds)
+        }
+        let folded = line[0] == b' ' || line[0] == b'\t';
+        if folded {
+            if after_call_id {
+                return None; // the Call-ID continues: let parse decide
+            }
+            continue;
+        }
+        after_call_id = false;
+        if !matches!(line[0], b'c' | b'C' | b'i' | b'I') {
+            continue;
+        }
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        // Whitespace before the colon, as parse allows (§7.3.1 HCOLON).
+        let mut name = &line[..colon];
+        while let [head @ .., b' ' | b'\t'] = name {
+            name = head;
+        }
+        if name.eq_ignore_ascii_case(b"Call-ID") || name.eq_ignore_ascii_case(b"i") {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(&line[colon + 1..]);
+            after_call_id = true;
+        }
+    }
+    let value = std::str::from_utf8(found?).ok()?.trim();
+    Some(value)
 }
 
 enum StartLine {
@@ -1028,22 +1140,21 @@ pub(crate) fn find_header_end(bytes: &[u8]) -> Option<(usize, usize)> {
 /// RFC 3261 §7.3.1: a line starting with SP or HT continues the previous
 /// header; the CRLF and leading whitespace become one SP. Also expands
 /// compact names and drops whitespace before the colon.
-fn unfold_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, SipError> {
-    let mut headers = Headers::default();
+fn unfold_headers<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    size: usize,
+) -> Result<Headers, SipError> {
+    let mut headers = Headers {
+        text: String::with_capacity(size),
+        lines: Vec::with_capacity(16),
+    };
     for line in lines {
         if line.starts_with(' ') || line.starts_with('\t') {
-            let Some(last) = headers.lines.last_mut() else {
+            if !headers.continue_last(line.trim()) {
                 return Err(err(SipErrorKind::BadHeaderLine {
                     line: line.to_string(),
                     why: "continuation line before any header",
                 }));
-            };
-            let cont = line.trim();
-            if !cont.is_empty() {
-                if !last.1.is_empty() {
-                    last.1.push(' ');
-                }
-                last.1.push_str(cont);
             }
             continue;
         }
@@ -1607,6 +1718,58 @@ CSeq : 4 BYE\r\nContent-Length  : 0\r\n\r\n";
                     let _ = r.uri_host_port();
                 }
                 Ok(Message::Response(_)) => {}
+            }
+        }
+    }
+
+    /// Whatever `peek_call_id` answers must be what the parse finds, or a
+    /// call would get another call's messages.
+    #[test]
+    fn peek_call_id_agrees_with_parse_or_abstains() {
+        use rand::{RngExt, SeedableRng};
+        let parsed_id = |bytes: &[u8]| match parse(bytes) {
+            Ok(Message::Request(r)) => r.call_id().map(str::to_owned),
+            Ok(Message::Response(r)) => r.call_id().map(str::to_owned),
+            Err(_) => None,
+        };
+        assert_eq!(
+            peek_call_id(INVITE.as_bytes()),
+            parsed_id(INVITE.as_bytes()).as_deref()
+        );
+        assert!(peek_call_id(INVITE.as_bytes()).is_some());
+        let compact = INVITE.replace("Call-ID:", "i :");
+        assert_eq!(
+            peek_call_id(compact.as_bytes()),
+            parsed_id(compact.as_bytes()).as_deref()
+        );
+        assert!(peek_call_id(compact.as_bytes()).is_some());
+        // Two Call-IDs, or a folded line: no answer, parse decides.
+        let twice = INVITE.replace("Call-ID:", "Call-ID: other\r\nCall-ID:");
+        assert_eq!(peek_call_id(twice.as_bytes()), None);
+        let folded = INVITE.replace("Call-ID:", "Call-ID:\r\n ");
+        assert_eq!(peek_call_id(folded.as_bytes()), None);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rfc4475");
+        let mut files = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            files += 1;
+            if let (Some(peeked), parsed) = (peek_call_id(&bytes), parsed_id(&bytes))
+                && parsed.is_some()
+            {
+                assert_eq!(Some(peeked), parsed.as_deref());
+            }
+        }
+        assert!(files > 10, "the torture messages are there");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3261);
+        let alphabet: &[u8] = b"iI:Call-D \r\n\t;=abc";
+        for _ in 0..3000 {
+            let mut m = INVITE.as_bytes().to_vec();
+            for _ in 0..rng.random_range(1..8) {
+                let i = rng.random_range(0..m.len());
+                m[i] = alphabet[rng.random_range(0..alphabet.len())];
+            }
+            if let (Some(peeked), Some(parsed)) = (peek_call_id(&m), parsed_id(&m)) {
+                assert_eq!(peeked, parsed, "{}", String::from_utf8_lossy(&m));
             }
         }
     }

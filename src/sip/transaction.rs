@@ -811,6 +811,32 @@ impl Entry {
     }
 }
 
+/// What a transaction still does once its TU has gone: absorb its
+/// request's retransmissions, answering each with `response` (none for an
+/// INVITE in Confirmed, §17.2.1), until `until`. See [`super::linger`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Absorber {
+    key: TransactionKey,
+    response: Option<Arc<[u8]>>,
+    until: Instant,
+}
+
+impl Absorber {
+    pub fn key(&self) -> &TransactionKey {
+        &self.key
+    }
+
+    /// The bytes a retransmission gets; `None`: absorbed silently.
+    pub fn response(&self) -> Option<&Arc<[u8]>> {
+        self.response.as_ref()
+    }
+
+    /// When the transaction's timer (J, I, or the end of Accepted) ends it.
+    pub fn until(&self) -> Instant {
+        self.until
+    }
+}
+
 /// The server transactions of one SIP endpoint, by key.
 ///
 /// Every request goes through [`handle_request`](Self::handle_request)
@@ -1004,6 +1030,40 @@ impl ServerTransactions {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.entries.values().filter_map(Entry::poll_timeout).min()
+    }
+
+    /// What is left of the transactions when all of it is absorbing
+    /// retransmissions: non-INVITE transactions in Completed (Timer J),
+    /// INVITEs in Confirmed (Timer I) or accepted (RFC 6026 §7.1). `None`
+    /// while one still has work of its own: a request the TU has not
+    /// answered, or a non-2xx final response retransmitted until its ACK
+    /// (Timer G). Queued outputs must have been polled first.
+    pub fn absorbers(&self) -> Option<Vec<Absorber>> {
+        if !self.transmits.is_empty() {
+            return None;
+        }
+        let mut absorbers = Vec::with_capacity(self.entries.len());
+        for (key, entry) in &self.entries {
+            let (response, until) = match entry {
+                Entry::Invite(t) => match (t.state, t.timer_i) {
+                    (InviteState::Confirmed, Some(until)) => (None, until),
+                    _ => return None,
+                },
+                Entry::NonInvite(t) => match (t.state, t.timer_j, &t.latest) {
+                    (NonInviteState::Completed, Some(until), Some(latest)) => {
+                        (Some(latest.bytes.clone()), until)
+                    }
+                    _ => return None,
+                },
+                Entry::Accepted { answer, until } => (Some(answer.bytes.clone()), *until),
+            };
+            absorbers.push(Absorber {
+                key: key.clone(),
+                response,
+                until,
+            });
+        }
+        Some(absorbers)
     }
 
     #[must_use]
@@ -1491,6 +1551,79 @@ mod tests {
         }
         let cancel = TransactionKey::for_request(&parts("CANCEL", "old-branch-1")).unwrap();
         assert_eq!(cancel.cancel_target(), Some(key));
+    }
+
+    #[test]
+    fn absorbers_wait_for_work_of_their_own_then_carry_the_last_responses() {
+        let t0 = Instant::now();
+        let config = TimerConfig::default();
+        let mut table = ServerTransactions::new(config);
+        let drain = |t: &mut ServerTransactions| {
+            while t.poll_transmit().is_some() {}
+            while t.poll_event().is_some() {}
+        };
+        // INVITE answered 2xx (accepted), an INFO answered 200.
+        let Route::New(invite) = table
+            .handle_request(t0, &parts("INVITE", BRANCH), Transport::Unreliable)
+            .unwrap()
+        else {
+            panic!("new INVITE")
+        };
+        table
+            .send_response(t0, &invite, 200, &b"200 invite"[..])
+            .unwrap();
+        let Route::New(info) = table
+            .handle_request(t0, &parts("INFO", "z9hG4bKinfo"), Transport::Unreliable)
+            .unwrap()
+        else {
+            panic!("new INFO")
+        };
+        // An unanswered request is work of the TU's: nothing to hand over.
+        assert_eq!(table.absorbers(), None);
+        table
+            .send_response(t0, &info, 200, &b"200 info"[..])
+            .unwrap();
+        // Queued outputs first.
+        assert_eq!(table.absorbers(), None);
+        drain(&mut table);
+        let mut absorbers = table.absorbers().unwrap();
+        absorbers.sort_by(|a, b| a.key().method().cmp(b.key().method()));
+        assert_eq!(absorbers.len(), 2);
+        assert_eq!(absorbers[0].key(), &info);
+        assert_eq!(
+            absorbers[0].response().map(|b| &b[..]),
+            Some(&b"200 info"[..])
+        );
+        assert_eq!(absorbers[0].until(), t0 + config.t1_x64());
+        assert_eq!(absorbers[1].key(), &invite);
+        assert_eq!(
+            absorbers[1].response().map(|b| &b[..]),
+            Some(&b"200 invite"[..])
+        );
+
+        // A non-2xx final retransmits until its ACK (Timer G): not handed
+        // over; once confirmed, only ACKs are absorbed until Timer I.
+        let mut table = ServerTransactions::new(config);
+        let Route::New(rejected) = table
+            .handle_request(t0, &parts("INVITE", BRANCH), Transport::Unreliable)
+            .unwrap()
+        else {
+            panic!("new INVITE")
+        };
+        table
+            .send_response(t0, &rejected, 487, &b"487"[..])
+            .unwrap();
+        drain(&mut table);
+        assert_eq!(table.absorbers(), None);
+        let t1 = t0 + SECS(0.1);
+        table
+            .handle_request(t1, &parts("ACK", BRANCH), Transport::Unreliable)
+            .unwrap();
+        drain(&mut table);
+        let absorbers = table.absorbers().unwrap();
+        assert_eq!(absorbers.len(), 1);
+        assert_eq!(absorbers[0].response(), None);
+        assert_eq!(absorbers[0].until(), t1 + config.t4);
     }
 
     #[test]
