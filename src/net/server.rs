@@ -233,18 +233,34 @@ impl Server {
 async fn run_ticker(service: Arc<Service>, tick: Duration) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A store fault (full disk, read-only folder) fails every tick until it
+    // is fixed: say so once, and again when it clears, not every second.
+    let mut failing: Option<String> = None;
     loop {
         interval.tick().await;
         let service = service.clone();
+        // Each step runs whatever the others did: a failed migration run
+        // must not hold up a checkpoint or the emails.
         let result = tokio::task::spawn_blocking(move || {
-            service.run_due_migrations()?;
-            service.checkpoint()?;
-            service.deliver_due()
+            let migrations = service.run_due_migrations().map(drop);
+            let checkpoint = service.checkpoint();
+            let emails = service.deliver_due().map(drop);
+            migrations.and(checkpoint).and(emails)
         })
         .await;
         match result {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "background admin work failed"),
+            Ok(Ok(_)) => {
+                if failing.take().is_some() {
+                    tracing::info!("background admin work runs again");
+                }
+            }
+            Ok(Err(e)) => {
+                let text = e.to_string();
+                if failing.as_deref() != Some(text.as_str()) {
+                    tracing::error!(error = %e, "background admin work failed; retrying every tick");
+                    failing = Some(text);
+                }
+            }
             Err(e) => tracing::error!(error = %e, "background admin work panicked"),
         }
     }
