@@ -33,7 +33,7 @@ use dialin::client::{Client, ClientError, Payload, segment};
 use dialin::datadir::DataDir;
 use dialin::media::dtmf::DtmfMethod;
 use dialin::media::prompts::PromptId;
-use dialin::time::{ManualClock, Timestamp};
+use dialin::time::{Clock, ManualClock, Timestamp};
 use hyper::Method;
 use serde_json::{Value, json};
 
@@ -59,7 +59,9 @@ async fn a_full_store_refuses_changes_with_507_changes_nothing_and_callers_still
         .expect("a loopback URL");
     let mut alice = bridge.enable("alice@contoso.com", None).await;
     let bob_old = bridge.enable("bob@contoso.com", None).await;
-    let bob = reset(&client, "bob@contoso.com").await.expect("bob's reset");
+    let bob = reset(&client, "bob@contoso.com")
+        .await
+        .expect("bob's reset");
     assert_ne!(bob, bob_old);
 
     // Bound the store at its size, then reset until a reset no longer fits.
@@ -100,7 +102,12 @@ async fn a_full_store_refuses_changes_with_507_changes_nothing_and_callers_still
         panic!("the full store answered with a transport error: {refusal}");
     };
     assert_eq!((*status, code.as_str()), (507, "store-full"), "{message}");
-    for words in ["disk is full", "--store-max-bytes", "then retry", "nothing was changed"] {
+    for words in [
+        "disk is full",
+        "--store-max-bytes",
+        "then retry",
+        "nothing was changed",
+    ] {
         assert!(message.contains(words), "{words:?} not in: {message}");
     }
     eprintln!("a store bounded at {size} bytes took {resets} resets, then refused one: {message}");
@@ -117,7 +124,11 @@ async fn a_full_store_refuses_changes_with_507_changes_nothing_and_callers_still
         matches!(&refused, ClientError::Api { status: 507, code, .. } if code == "store-full"),
         "{refused}"
     );
-    assert_eq!(snapshot(&client).await, during, "the refused import left a trace");
+    assert_eq!(
+        snapshot(&client).await,
+        during,
+        "the refused import left a trace"
+    );
     let first = client
         .call(
             Method::GET,
@@ -158,7 +169,11 @@ async fn a_full_store_refuses_changes_with_507_changes_nothing_and_callers_still
         "{turned_away}"
     );
     assert_eq!(turned_away.outcome, Outcome::Completed, "{turned_away}");
-    assert_eq!(snapshot(&client).await, during, "calls change no admin state");
+    assert_eq!(
+        snapshot(&client).await,
+        during,
+        "calls change no admin state"
+    );
 
     // Room again (an admin raises the bound, or frees the disk): the same
     // operations go through, and the directory follows the store.
@@ -229,7 +244,11 @@ fn serve_store_max_bytes_refuses_changes_and_the_cli_says_what_to_do() {
     assert!(text.contains("the store is full"), "{text}");
     assert!(text.contains("nothing was changed"), "{text}");
     let shown = admin_json(&data, &["user", "show", "alice@contoso.com"]);
-    assert_eq!(shown["conference_id"], alice.as_str(), "the refused reset changed alice");
+    assert_eq!(
+        shown["conference_id"],
+        alice.as_str(),
+        "the refused reset changed alice"
+    );
     let client = server.client();
     let check = tokio::runtime::Runtime::new()
         .expect("a runtime")
@@ -307,7 +326,9 @@ fn an_email_that_cannot_be_written_stays_queued_and_goes_out_once_it_can() {
     std::fs::set_permissions(&outbox, std::fs::Permissions::from_mode(0o555))
         .expect("chmod 555 the outbox");
     if std::fs::write(outbox.join("probe"), b"").is_ok() {
-        eprintln!("this process writes into a 0555 folder (root): the read-only outbox case is covered by the file stand-in above and by the server run as nobody");
+        eprintln!(
+            "this process writes into a 0555 folder (root): the read-only outbox case is covered by the file stand-in above and by the server run as nobody"
+        );
         std::fs::set_permissions(&outbox, std::fs::Permissions::from_mode(0o755)).ok();
         return;
     }
@@ -320,6 +341,130 @@ fn an_email_that_cannot_be_written_stays_queued_and_goes_out_once_it_can() {
         .expect("chmod 755 the outbox");
     assert_eq!(service.deliver_queued().expect("a delivery pass"), 1);
     assert_eq!(service.email(id).expect("the email").status, "delivered");
+}
+
+// ------------------------------------------------------------------ migration runs
+
+/// Meetings alice organizes, each a long subject so their updated
+/// invitations need many new pages.
+const MEETINGS: usize = 30;
+
+/// A service on a fresh store with alice enabled, `MEETINGS` future
+/// meetings carrying her ID, then a reset that queues their migration.
+fn alice_with_a_pending_migration(
+    dir: &Path,
+    clock: &ManualClock,
+) -> (Service, dialin::admin::ids::EmailAddress, String) {
+    let service = Service::open(
+        &dir.join("dialin.sqlite"),
+        dir.join("outbox"),
+        Options {
+            clock: std::sync::Arc::new(clock.clone()),
+            rng_seed: Some(11),
+            smtp: None,
+        },
+    )
+    .expect("a fresh store");
+    let alice: dialin::admin::ids::EmailAddress =
+        "alice@contoso.com".parse().expect("an email address");
+    service
+        .enable_user(
+            "test",
+            &EnableRequest {
+                email: Some(alice.clone()),
+                no_email: true,
+                ..EnableRequest::default()
+            },
+        )
+        .expect("alice is enabled");
+    let start = Timestamp::from_millis(clock.now().as_millis() + 30 * 86_400_000);
+    for i in 0..MEETINGS {
+        let subject = format!("{i:03} {}", "quarterly planning ".repeat(12));
+        service
+            .schedule_meeting("test", &alice, subject.trim(), start)
+            .expect("a meeting");
+    }
+    let reset = service
+        .reset_conference_id("test", &alice, true)
+        .expect("the reset");
+    assert!(
+        reset.migration_job.is_some(),
+        "the reset queued a migration"
+    );
+    (service, alice, reset.new_conference_id.to_string())
+}
+
+fn meeting_ids(service: &Service, alice: &dialin::admin::ids::EmailAddress) -> Vec<String> {
+    service
+        .meetings(Some(alice))
+        .expect("alice's meetings")
+        .iter()
+        .map(|m| m.conference_id.to_string())
+        .collect()
+}
+
+#[test]
+fn a_migration_run_on_a_full_store_changes_no_meeting_and_runs_again_once_there_is_room() {
+    let tmp = tempfile::tempdir().expect("a temporary folder");
+    let clock = ManualClock::new(Timestamp::from_millis(1_800_000_000_000));
+    let (service, alice, new) = alice_with_a_pending_migration(tmp.path(), &clock);
+    let before = meeting_ids(&service, &alice);
+    assert!(before.iter().all(|id| *id != new), "{before:?}");
+
+    let size = service.store_size_bytes().expect("the size");
+    service.set_store_max_bytes(Some(size)).expect("the bound");
+    clock
+        .advance(Duration::from_secs(2 * 3600))
+        .expect("2 hours on");
+    // The run fails; its failure is recorded if that fits, else the pass
+    // fails. Either way, no meeting is half-migrated.
+    let run = service.run_due_migrations();
+    eprintln!("the run on a full store: {run:?}");
+    assert_eq!(meeting_ids(&service, &alice), before, "a meeting moved");
+    let jobs = service.migration_jobs(Some(&alice)).expect("the jobs");
+    assert!(
+        jobs.iter()
+            .all(|j| j.meetings_updated == 0 && j.finished_at.is_none()),
+        "{jobs:?}"
+    );
+
+    service
+        .set_store_max_bytes(None)
+        .expect("lifting the bound");
+    clock
+        .advance(Duration::from_secs(3 * 3600))
+        .expect("past the retry");
+    service.run_due_migrations().expect("a pass with room");
+    let jobs = service.migration_jobs(Some(&alice)).expect("the jobs");
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].state.as_str(), "succeeded", "{jobs:?}");
+    assert_eq!(jobs[0].meetings_updated as usize, MEETINGS);
+    assert!(meeting_ids(&service, &alice).iter().all(|id| *id == new));
+}
+
+/// A run whose failure could not be recorded either leaves its job in
+/// progress; the next pass puts it back instead of stranding it until a
+/// restart.
+#[test]
+fn a_job_left_in_progress_by_a_failed_pass_runs_on_the_next_pass() {
+    let tmp = tempfile::tempdir().expect("a temporary folder");
+    let clock = ManualClock::new(Timestamp::from_millis(1_800_000_000_000));
+    let (service, alice, new) = alice_with_a_pending_migration(tmp.path(), &clock);
+    // What such a pass leaves behind: in progress, no next run.
+    let raw = rusqlite::Connection::open(tmp.path().join("dialin.sqlite")).expect("the store");
+    let stuck = raw
+        .execute(
+            "UPDATE migration_jobs SET state = 'in-progress', next_run_at = NULL, runs = 1",
+            [],
+        )
+        .expect("marking the job in progress");
+    assert_eq!(stuck, 1);
+    drop(raw);
+
+    service.run_due_migrations().expect("the next pass");
+    let jobs = service.migration_jobs(Some(&alice)).expect("the jobs");
+    assert_eq!(jobs[0].state.as_str(), "succeeded", "{jobs:?}");
+    assert!(meeting_ids(&service, &alice).iter().all(|id| *id == new));
 }
 
 // ------------------------------------------------------------------ a read-only data folder
@@ -356,7 +501,9 @@ fn a_data_folder_made_read_only_queues_emails_and_refuses_the_next_start_clearly
     let answer = admin_json(&data, &["user", "reset-id", "alice@contoso.com"]);
     assert_eq!(answer["old_conference_id"], first.as_str(), "{answer}");
     let alice = text_of(&answer["new_conference_id"]);
-    let email = answer["email_id"].as_i64().expect("the reset queued an email");
+    let email = answer["email_id"]
+        .as_i64()
+        .expect("the reset queued an email");
     let shown = admin_json(&data, &["outbox", "show", &email.to_string()]);
     assert_eq!(shown["status"], "queued", "{shown}");
     assert!(
@@ -394,7 +541,11 @@ fn a_data_folder_made_read_only_queues_emails_and_refuses_the_next_start_clearly
 async fn reset(client: &Client, email: &str) -> Result<String, ClientError> {
     let path = format!("/api/users/{}/reset-id", segment(email));
     let out = client
-        .call(Method::POST, &path, Payload::Json(json!({"no_email": false})))
+        .call(
+            Method::POST,
+            &path,
+            Payload::Json(json!({"no_email": false})),
+        )
         .await?;
     Ok(text_of(&out["new_conference_id"]))
 }
@@ -415,7 +566,11 @@ async fn snapshot(client: &Client) -> Value {
         by_email.insert(text_of(&u["email"]), u["conference_id"].clone());
     }
     let check = get(client, "/api/directory/check").await;
-    assert_eq!(check["differences"], json!([]), "directory vs store: {check}");
+    assert_eq!(
+        check["differences"],
+        json!([]),
+        "directory vs store: {check}"
+    );
     json!({
         "user": by_email,
         "entries": check["entries"],
