@@ -325,6 +325,11 @@ pub struct ServeArgs {
     /// a flood of spoofed sources).
     #[arg(long, default_value_t = 10_000)]
     pub guard_max_entries: usize,
+    /// Bound the store (dialin.sqlite, in whole pages) to this many bytes:
+    /// a change that would grow it further fails as on a full disk (HTTP 507
+    /// store-full) while calls go on. For testing disk-full handling.
+    #[arg(long, value_name = "BYTES")]
+    pub store_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Args)]

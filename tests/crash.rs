@@ -5,9 +5,13 @@
 //!
 //! Each cycle runs the real binary on the same data folder: one task per user
 //! resets (and for some users sets) conference IDs back to back while another
-//! task runs migrations by advancing the manual clock; after a pseudo-random
-//! number of answered changes the process is killed with requests in flight.
-//! The restarted server is then checked against what the clients were told.
+//! task runs migrations by advancing the manual clock, and a third imports
+//! users by CSV (new users, and one added earlier that the import enables);
+//! after a pseudo-random number of answered changes the process is killed
+//! with requests in flight. The restarted server is then checked against
+//! what the clients were told. An import is one transaction ("all users or
+//! none"): every answered import is there completely, and the one in flight
+//! at the kill is there completely or not at all.
 //!
 //! The seed is printed; `DIALIN_CRASH_SEED=N` replays a run's choices (the
 //! kill points), though not its timing.
@@ -50,6 +54,10 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 const MAX_POLLS: u32 = 1_000;
 /// Hand-set IDs come from here up (7 digits, as a Microsoft user needs).
 const SET_ID_BASE: u64 = 9_000_000;
+/// New users in each CSV import (plus one existing user it enables).
+const IMPORT_NEW: usize = 4;
+/// An import task stops after this many imports even if the kill never comes.
+const MAX_IMPORTS_PER_BURST: usize = 500;
 
 /// Users with a migration job each in the interrupted-run test: enough jobs
 /// that one run of them all takes many commits.
@@ -88,10 +96,22 @@ async fn answered_id_changes_survive_kill_9_and_the_directory_matches_the_store(
     let mut unanswered_committed = 0;
     let mut migrations_succeeded = 0;
     let mut runs_cut_short = 0;
+    let mut imported: Vec<Imported> = Vec::new();
+    let mut imports_answered = 0;
+    let mut imports_in_flight = 0;
+    let mut imports_in_flight_committed = 0;
+    let mut changes_answered = 0;
     for cycle in 1..=CYCLES {
         let kill_at = KILL_AFTER_MIN + rng.below(KILL_AFTER_SPREAD) as usize;
-        let burst = burst_and_kill(&mut server, &users, kill_at, next_set_id.clone()).await;
+        let burst = burst_and_kill(&mut server, &users, kill_at, next_set_id.clone(), cycle).await;
         in_flight_at_kills += burst.in_flight_at_kill;
+        imports_answered += burst.imports.answered.len();
+        imports_in_flight += usize::from(burst.imports.unanswered.is_some());
+        changes_answered += burst
+            .per_user
+            .iter()
+            .map(|b| b.answered.len())
+            .sum::<usize>();
 
         server = ServeProcess::start(&data, logs.join(format!("serve-{cycle}.log"))).await;
         // Informational: whether this kill cut a migration run short (the
@@ -100,13 +120,16 @@ async fn answered_id_changes_survive_kill_9_and_the_directory_matches_the_store(
             .log_text()
             .contains("migration runs were interrupted");
         runs_cut_short += usize::from(requeued);
-        let verified = verify(&server, &mut users, &burst.per_user).await;
+        let in_flight_committed = verify_imports(&server, &burst.imports, &mut imported).await;
+        imports_in_flight_committed += usize::from(in_flight_committed == Some(true));
+        let verified = verify(&server, &mut users, &burst.per_user, &imported).await;
         unanswered_committed += verified.unanswered_committed;
         cycles += 1;
         eprintln!(
             "cycle {cycle}: killed after {} answered changes (planned {kill_at}) with {} in \
-             flight; {} committed but unanswered; a migration run cut short: {requeued}, jobs \
-             stranded: {}; {} IDs, {} migration runs succeeded so far",
+             flight; {} committed but unanswered; {} imports answered, one in flight: {}; a \
+             migration run cut short: {requeued}, jobs stranded: {}; {} IDs, {} migration runs \
+             succeeded so far",
             burst
                 .per_user
                 .iter()
@@ -114,6 +137,12 @@ async fn answered_id_changes_survive_kill_9_and_the_directory_matches_the_store(
                 .sum::<usize>(),
             burst.in_flight_at_kill,
             verified.unanswered_committed,
+            burst.imports.answered.len(),
+            match in_flight_committed {
+                None => "none",
+                Some(true) => "committed whole",
+                Some(false) => "absent whole",
+            },
             verified.stranded,
             verified.ids,
             verified.migrations_succeeded,
@@ -125,10 +154,17 @@ async fn answered_id_changes_survive_kill_9_and_the_directory_matches_the_store(
     }
     let status = server.kill();
     eprintln!(
-        "{cycles} cycles in {:.1?}: {in_flight_at_kills} requests in flight at the kills, \
-         {unanswered_committed} changes committed but never answered, {runs_cut_short} kills \
-         during a migration run (last exit: {status})",
+        "{cycles} cycles in {:.1?}: {changes_answered} ID changes and {imports_answered} \
+         imports answered, none lost; {in_flight_at_kills} requests in flight at the kills, \
+         {unanswered_committed} changes committed but never answered; {imports_in_flight} \
+         imports in flight at a kill, {imports_in_flight_committed} of them committed whole, \
+         the rest absent whole; {runs_cut_short} kills during a migration run (last exit: \
+         {status})",
         started.elapsed()
+    );
+    assert!(
+        imports_answered > 0,
+        "no import was answered, so none was tested against a kill"
     );
     assert!(
         migrations_succeeded > 0,
@@ -324,6 +360,7 @@ async fn enable_users(server: &ServeProcess) -> Vec<UserLog> {
 struct Burst {
     per_user: Vec<UserBurst>,
     in_flight_at_kill: usize,
+    imports: ImportBurst,
 }
 
 /// What the tasks of one burst share.
@@ -344,6 +381,7 @@ async fn burst_and_kill(
     users: &[UserLog],
     kill_at: usize,
     next_set_id: Arc<AtomicU64>,
+    cycle: usize,
 ) -> Burst {
     let shared = Arc::new(Shared {
         answered: AtomicUsize::new(0),
@@ -368,6 +406,7 @@ async fn burst_and_kill(
         })
         .collect();
     let migrations = tokio::spawn(run_migrations(server.client(), shared.clone()));
+    let imports = tokio::spawn(run_imports(server.client(), shared.clone(), cycle));
 
     let planned = tokio::time::timeout(KILL_WAIT, shared.kill_now.notified())
         .await
@@ -390,6 +429,10 @@ async fn burst_and_kill(
     if let Err(e) = migrations.await.expect("the migration task does not panic") {
         panic!("{e} (server log: {})", server.log_text());
     }
+    let imports = match imports.await.expect("the import task does not panic") {
+        Ok(imports) => imports,
+        Err(e) => panic!("{e} (server log: {})", server.log_text()),
+    };
     assert!(
         planned,
         "only {} changes were answered in {KILL_WAIT:?}; the kill was planned after {kill_at}",
@@ -398,6 +441,7 @@ async fn burst_and_kill(
     Burst {
         per_user,
         in_flight_at_kill,
+        imports,
     }
 }
 
@@ -505,7 +549,216 @@ async fn run_migrations(client: Client, shared: Arc<Shared>) -> Result<(), Strin
     }
 }
 
+/// One import's users: the new ones and the existing one it enables.
+#[derive(Clone, Debug)]
+struct ImportRequest {
+    new: Vec<String>,
+    existing: String,
+}
+
+/// An answered import: each user's email and the conference ID it was given.
+#[derive(Clone, Debug)]
+struct Imported {
+    email: String,
+    conference_id: String,
+}
+
+/// What the import task saw in one burst.
+#[derive(Debug, Default)]
+struct ImportBurst {
+    answered: Vec<Vec<Imported>>,
+    /// The import whose request got no answer: all of it or none committed.
+    unanswered: Option<ImportRequest>,
+}
+
+/// Imports users by CSV back to back until the server dies: each import
+/// adds one user without enabling them first, then imports `IMPORT_NEW` new
+/// users and that one (which the import enables: a change to an existing
+/// user), in one request.
+async fn run_imports(
+    client: Client,
+    shared: Arc<Shared>,
+    cycle: usize,
+) -> Result<ImportBurst, String> {
+    let mut burst = ImportBurst::default();
+    for n in 0..MAX_IMPORTS_PER_BURST {
+        let request = ImportRequest {
+            new: (0..IMPORT_NEW)
+                .map(|k| format!("imp-{cycle}-{n}-{k}@contoso.com"))
+                .collect(),
+            existing: format!("pre-{cycle}-{n}@contoso.com"),
+        };
+        let add = call(
+            &client,
+            Method::POST,
+            "/api/users",
+            Payload::Json(json!({"email": request.existing, "display_name": "Added First"})),
+        )
+        .await;
+        match add {
+            Ok(_) => {}
+            Err(ClientError::Transport(_)) if shared.killed.load(Ordering::SeqCst) => {
+                return Ok(burst);
+            }
+            Err(e) => return Err(format!("adding {} before the kill: {e}", request.existing)),
+        }
+        let mut csv = String::from("email,display_name\n");
+        for email in request.new.iter().chain([&request.existing]) {
+            csv.push_str(&format!("{email},Imported User\n"));
+        }
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        let result = call(
+            &client,
+            Method::POST,
+            "/api/users/import",
+            Payload::Csv(csv),
+        )
+        .await;
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let report = match result {
+            Ok(report) => report,
+            Err(ClientError::Transport(_)) if shared.killed.load(Ordering::SeqCst) => {
+                burst.unanswered = Some(request);
+                return Ok(burst);
+            }
+            Err(e) => return Err(format!("import {n} failed before the kill: {e}")),
+        };
+        if report["created"] != IMPORT_NEW || report["enabled"] != IMPORT_NEW + 1 {
+            return Err(format!(
+                "import {n} answered {report}: expected {IMPORT_NEW} created and {} enabled",
+                IMPORT_NEW + 1
+            ));
+        }
+        let lines = report["users"]
+            .as_array()
+            .ok_or("an import report lists its users")?;
+        let mut users = Vec::with_capacity(lines.len());
+        for line in lines {
+            users.push(Imported {
+                email: text(&line["email"]),
+                conference_id: text(&line["conference_id"]),
+            });
+        }
+        burst.answered.push(users);
+    }
+    Ok(burst)
+}
+
 // ------------------------------------------------------------------ the checks
+
+/// Checks the restarted server against the import task's record: every
+/// answered import is there whole; the one in flight at the kill is there
+/// whole or not at all (`Some(true)` / `Some(false)`; `None` when none was
+/// in flight). Adds what committed to `imported`.
+async fn verify_imports(
+    server: &ServeProcess,
+    burst: &ImportBurst,
+    imported: &mut Vec<Imported>,
+) -> Option<bool> {
+    let client = server.client();
+    let users = call(&client, Method::GET, "/api/users", Payload::None)
+        .await
+        .unwrap_or_else(|e| panic!("listing users after the restart: {e}"));
+    let by_email: HashMap<String, &Value> = users
+        .as_array()
+        .expect("a list of users")
+        .iter()
+        .map(|u| (text(&u["email"]), u))
+        .collect();
+    let lookup = |id: String| {
+        let client = &client;
+        async move {
+            call(
+                client,
+                Method::GET,
+                &format!("/api/directory/{id}"),
+                Payload::None,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("looking up {id} after the restart: {e}"))
+        }
+    };
+
+    // Earlier cycles' imports are all still there, with the same IDs.
+    for user in imported.iter() {
+        let shown = by_email.get(&user.email).map(|u| &u["conference_id"]);
+        assert_eq!(
+            shown,
+            Some(&Value::from(user.conference_id.as_str())),
+            "{}: an import committed in an earlier cycle changed",
+            user.email
+        );
+    }
+    for users in &burst.answered {
+        for user in users {
+            let shown = by_email.get(&user.email).unwrap_or_else(|| {
+                panic!("{}: the answered import is lost: no such user", user.email)
+            });
+            assert_eq!(
+                shown["enabled"], true,
+                "{}: answered import: {shown}",
+                user.email
+            );
+            assert_eq!(
+                shown["conference_id"],
+                user.conference_id.as_str(),
+                "{}: the answered import's ID",
+                user.email
+            );
+            let found = lookup(user.conference_id.clone()).await;
+            assert_eq!(found["status"], "valid", "{}: {found}", user.email);
+            assert_eq!(
+                found["organizer_id"], shown["id"],
+                "{}: {found}",
+                user.email
+            );
+            imported.push(user.clone());
+        }
+    }
+
+    let request = burst.unanswered.as_ref()?;
+    let present: Vec<&String> = request
+        .new
+        .iter()
+        .filter(|email| by_email.contains_key(*email))
+        .collect();
+    let existing = by_email.get(&request.existing).unwrap_or_else(|| {
+        panic!(
+            "{}: added (answered) before its import, now gone",
+            request.existing
+        )
+    });
+    if present.is_empty() {
+        assert_eq!(
+            existing["enabled"], false,
+            "the import in flight left none of its new users, yet enabled {}",
+            request.existing
+        );
+        assert!(existing["conference_id"].is_null(), "{existing}");
+        return Some(false);
+    }
+    assert_eq!(
+        present.len(),
+        request.new.len(),
+        "the import in flight committed half: {present:?} of {:?}",
+        request.new
+    );
+    for email in request.new.iter().chain([&request.existing]) {
+        let shown = by_email[email];
+        assert_eq!(
+            shown["enabled"], true,
+            "{email}: the committed import: {shown}"
+        );
+        let id = text(&shown["conference_id"]);
+        let found = lookup(id.clone()).await;
+        assert_eq!(found["status"], "valid", "{email}: {found}");
+        imported.push(Imported {
+            email: email.clone(),
+            conference_id: id,
+        });
+    }
+    Some(true)
+}
 
 struct Verified {
     unanswered_committed: usize,
@@ -517,7 +770,12 @@ struct Verified {
 
 /// Checks the restarted server against the clients' record and extends each
 /// user's chain with what the store shows was committed.
-async fn verify(server: &ServeProcess, users: &mut [UserLog], bursts: &[UserBurst]) -> Verified {
+async fn verify(
+    server: &ServeProcess,
+    users: &mut [UserLog],
+    bursts: &[UserBurst],
+    imported: &[Imported],
+) -> Verified {
     let client = server.client();
     let get = |path: String| {
         let client = &client;
@@ -627,10 +885,15 @@ async fn verify(server: &ServeProcess, users: &mut [UserLog], bursts: &[UserBurs
     let all: Vec<&String> = revoked_ids
         .iter()
         .chain(current_ids.iter().map(|(_, id)| id))
+        .chain(imported.iter().map(|u| &u.conference_id))
         .collect();
     let distinct: HashSet<&&String> = all.iter().collect();
     assert_eq!(distinct.len(), all.len(), "an ID was issued twice: {all:?}");
-    let ever: Vec<&String> = users.iter().flat_map(|u| &u.chain).collect();
+    let ever: Vec<&String> = users
+        .iter()
+        .flat_map(|u| &u.chain)
+        .chain(imported.iter().map(|u| &u.conference_id))
+        .collect();
     assert_eq!(
         ever.len(),
         all.len(),

@@ -704,7 +704,19 @@ impl Service {
     /// Opens the store at `store_path` (creating it with the default tenant
     /// when new) and rebuilds the directory from it.
     pub fn open(store_path: &Path, outbox_dir: PathBuf, options: Options) -> Result<Service> {
-        let conn = store::open(store_path)?;
+        Self::open_with_store_limit(store_path, outbox_dir, options, None)
+    }
+
+    /// [`Service::open`] with the store's size bounded (`dialin serve
+    /// --store-max-bytes`): a write that would grow the store past
+    /// `max_bytes` fails as on a full disk ([`AdminError::StoreFull`]).
+    pub fn open_with_store_limit(
+        store_path: &Path,
+        outbox_dir: PathBuf,
+        options: Options,
+        max_bytes: Option<u64>,
+    ) -> Result<Service> {
+        let conn = store::open_limited(store_path, max_bytes)?;
         if store::tenant_count(&conn)? == 0 {
             store::insert_tenant(&conn, &default_tenant())?;
         }
@@ -744,6 +756,18 @@ impl Service {
             .unwrap_or_else(PoisonError::into_inner);
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
         Ok(())
+    }
+
+    /// Bounds the store's size from now on (`None` lifts the bound), e.g.
+    /// to let writes through again after a [`AdminError::StoreFull`].
+    /// Returns the bound in force in bytes: never below the store's size.
+    pub fn set_store_max_bytes(&self, max_bytes: Option<u64>) -> Result<u64> {
+        store::set_max_bytes(&self.lock().conn, max_bytes)
+    }
+
+    /// The store's size in bytes (pages in use, committed WAL pages included).
+    pub fn store_size_bytes(&self) -> Result<u64> {
+        self.read(store::size_bytes)
     }
 
     /// The tenant's dial-in numbers as of the last commit (no store read).
@@ -1247,6 +1271,7 @@ impl Service {
                 let req = import_request(row, no_email);
                 let out = tx.enable(&req, &row.email).map_err(|e| match e {
                     AdminError::Store(_) | AdminError::Io(_) => e,
+                    e if e.is_store_fault() => e,
                     other => AdminError::Invalid(format!("line {}: {other}", row.line)),
                 })?;
                 report.created += out.created as usize;
@@ -1334,6 +1359,17 @@ impl Service {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let now = self.clock.now();
+        // Only a pass puts a job in progress, and this is the only pass: a
+        // job still in progress is one whose run failed and whose failure
+        // could not be recorded either (a full or read-only store). Put it
+        // back, so it is not stranded once the store takes writes again.
+        let stranded = self.read(|c| store::requeue_interrupted_jobs(c, now))?;
+        if stranded > 0 {
+            tracing::warn!(
+                stranded,
+                "migration runs cut short by a store failure will run again"
+            );
+        }
         let due = self.read(|c| store::due_jobs(c, now))?;
         let mut runs = Vec::with_capacity(due.len());
         for id in due {

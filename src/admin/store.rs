@@ -121,7 +121,20 @@ pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// Opens (creating if needed) the database and brings its schema up to date.
 pub fn open(path: &Path) -> Result<Connection> {
+    open_limited(path, None)
+}
+
+/// [`open`] with the store's size bounded by `max_bytes` (see
+/// [`set_max_bytes`]) before anything is written, so a limit too small for
+/// the schema fails here, as a full disk would.
+pub fn open_limited(path: &Path, max_bytes: Option<u64>) -> Result<Connection> {
+    if let Some(folder) = path.parent() {
+        check_folder_writable(folder)?;
+    }
     let mut conn = Connection::open(path)?;
+    if max_bytes.is_some() {
+        set_max_bytes(&conn, max_bytes)?;
+    }
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     // Checkpoints run off the write path (Service::checkpoint, from the
@@ -131,6 +144,71 @@ pub fn open(path: &Path) -> Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// The most pages SQLite allows a database (`SQLITE_MAX_PAGE_COUNT`), the
+/// `max_page_count` of a connection with no limit.
+const UNLIMITED_PAGES: u64 = 0xffff_fffe;
+
+/// Bounds the size of the database `conn` writes: a transaction that would
+/// grow it past `max_bytes` (whole pages of `page_size`) fails with
+/// SQLITE_FULL, exactly as on a full disk, and rolls back. `None` lifts the
+/// bound. The bound belongs to this connection only (`PRAGMA
+/// max_page_count`), and never lies below the database's current size:
+/// SQLite raises it to that. Returns the bound in force, in bytes. The WAL
+/// file comes on top: it holds pages until a checkpoint copies them in.
+pub fn set_max_bytes(conn: &Connection, max_bytes: Option<u64>) -> Result<u64> {
+    let page_size: u64 = conn.pragma_query_value(None, "page_size", |r| r.get::<_, i64>(0))? as u64;
+    let pages = match max_bytes {
+        // At least one page: 0 would ask for the current bound, not set one.
+        Some(bytes) => (bytes / page_size.max(1)).clamp(1, UNLIMITED_PAGES),
+        None => UNLIMITED_PAGES,
+    };
+    let in_force: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+        r.get(0)
+    })?;
+    Ok(in_force.max(0) as u64 * page_size)
+}
+
+/// The database's current size in bytes (pages in use, WAL included).
+pub fn size_bytes(conn: &Connection) -> Result<u64> {
+    let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    Ok((pages.max(0) * page_size.max(0)) as u64)
+}
+
+/// SQLite in WAL mode creates files beside the database (`-wal`, `-shm`)
+/// and grows them: a folder that can't take a new file would fail later
+/// with a vaguer error (SQLITE_CANTOPEN or SQLITE_READONLY), so open
+/// checks first by writing one page to a probe file and removing it.
+fn check_folder_writable(folder: &Path) -> Result<()> {
+    use std::io::Write;
+    let probe = folder.join(".dialin-write-probe");
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .and_then(|mut f| f.write_all(&[0u8; 4096]));
+    // Remove whatever was created, even when the write failed.
+    let _ = std::fs::remove_file(&probe);
+    written.map_err(|e| folder_fault(folder, &e))
+}
+
+/// Names what is wrong with the folder, in the terms of [`AdminError`]'s
+/// store faults.
+pub(crate) fn folder_fault(folder: &Path, e: &std::io::Error) -> AdminError {
+    use std::io::ErrorKind;
+    let detail = format!("writing a file in {}: {e}", folder.display());
+    match e.kind() {
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
+            AdminError::StoreReadOnly(detail)
+        }
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge => {
+            AdminError::StoreFull(detail)
+        }
+        _ => AdminError::StoreIo(detail),
+    }
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
@@ -859,7 +937,7 @@ pub fn requeue_interrupted_jobs(conn: &Connection, now: Timestamp) -> Result<usi
              state = CASE WHEN runs > ?2 THEN 'failed' ELSE 'pending' END,
              next_run_at = CASE WHEN runs > ?2 THEN NULL ELSE ?1 END,
              finished_at = CASE WHEN runs > ?2 THEN ?1 ELSE NULL END,
-             last_error = 'the run was interrupted (the server stopped)'
+             last_error = 'the run was interrupted (the server stopped, or the store failed)'
          WHERE state = 'in-progress'",
         params![now.as_millis(), super::migration::MAX_RETRIES],
     )?)
@@ -1029,6 +1107,137 @@ pub fn mark_email_failed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::OpenFlags;
+
+    /// Inserts a row of `bytes` bytes in one transaction.
+    fn grow(conn: &mut Connection, bytes: usize) -> Result<()> {
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO operations (at, actor, kind) VALUES (0, ?1, 'filler')",
+            [("x".repeat(bytes))],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn filler_rows(conn: &Connection) -> i64 {
+        conn.query_row(
+            "SELECT count(*) FROM operations WHERE kind = 'filler'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_store_at_its_bound_fails_as_full_rolls_back_and_takes_writes_once_raised() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("s.sqlite")).unwrap();
+        let size = size_bytes(&conn).unwrap();
+        let limit = set_max_bytes(&conn, Some(size)).unwrap();
+        assert_eq!(limit, size, "a bound at the size is the size");
+
+        // A 64 KiB row needs new pages: refused as SQLITE_FULL, rolled back.
+        let err = grow(&mut conn, 64 << 10).unwrap_err();
+        assert!(matches!(err, AdminError::StoreFull(_)), "{err:?}");
+        assert_eq!(err.status(), 507);
+        assert_eq!(err.code(), "store-full");
+        assert!(err.is_store_fault());
+        assert_eq!(filler_rows(&conn), 0, "the failed transaction left a row");
+        assert!(conn.is_autocommit(), "the failed transaction is still open");
+        assert_eq!(size_bytes(&conn).unwrap(), size);
+
+        // Raised: the same write goes through.
+        let raised = set_max_bytes(&conn, Some(size + (1 << 20))).unwrap();
+        assert!(raised > size + (64 << 10), "{raised}");
+        grow(&mut conn, 64 << 10).unwrap();
+        assert_eq!(filler_rows(&conn), 1);
+
+        // Lifted: no bound but SQLite's own.
+        let lifted = set_max_bytes(&conn, None).unwrap();
+        assert_eq!(lifted, UNLIMITED_PAGES * 4096, "page size 4096 by default");
+    }
+
+    #[test]
+    fn a_bound_below_the_size_is_raised_to_the_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("s.sqlite")).unwrap();
+        let size = size_bytes(&conn).unwrap();
+        assert!(size > 4096, "the schema takes several pages: {size}");
+        assert_eq!(set_max_bytes(&conn, Some(1)).unwrap(), size);
+        assert_eq!(set_max_bytes(&conn, Some(0)).unwrap(), size);
+    }
+
+    #[test]
+    fn a_bound_too_small_for_the_schema_fails_the_open_as_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = open_limited(&dir.path().join("s.sqlite"), Some(4096)).unwrap_err();
+        assert!(matches!(err, AdminError::StoreFull(_)), "{err:?}");
+        // Nothing half-made: the schema is all there or not at all.
+        let conn = open(&dir.path().join("s.sqlite")).unwrap();
+        assert_eq!(
+            conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+                .unwrap(),
+            SCHEMA_VERSION as i64
+        );
+    }
+
+    /// Root ignores file modes, so the read-only case is made by opening the
+    /// connection read-only: SQLite answers a write with SQLITE_READONLY, as
+    /// it does for a file it could only open for reading.
+    #[test]
+    fn a_write_to_a_read_only_store_is_a_read_only_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        drop(open(&path).unwrap());
+        let mut conn =
+            Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let err = grow(&mut conn, 10).unwrap_err();
+        assert!(matches!(err, AdminError::StoreReadOnly(_)), "{err:?}");
+        assert_eq!((err.status(), err.code()), (503, "store-read-only"));
+        assert!(err.to_string().contains("chmod u+w"), "{err}");
+        // Reads still work.
+        assert_eq!(tenant_count(&conn).unwrap(), 0);
+    }
+
+    #[test]
+    fn folder_faults_name_the_folder_and_what_is_wrong() {
+        use std::io::{Error, ErrorKind};
+        let folder = Path::new("/srv/dialin");
+        let cases = [
+            (ErrorKind::PermissionDenied, "store-read-only"),
+            (ErrorKind::ReadOnlyFilesystem, "store-read-only"),
+            (ErrorKind::StorageFull, "store-full"),
+            (ErrorKind::QuotaExceeded, "store-full"),
+            (ErrorKind::NotADirectory, "store-io"),
+        ];
+        for (kind, code) in cases {
+            let err = folder_fault(folder, &Error::from(kind));
+            assert_eq!(err.code(), code, "{kind:?}");
+            assert!(err.to_string().contains("/srv/dialin"), "{err}");
+        }
+    }
+
+    #[test]
+    fn opening_a_store_whose_folder_is_a_file_is_a_clear_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-folder");
+        std::fs::write(&file, b"").unwrap();
+        let err = open(&file.join("s.sqlite")).unwrap_err();
+        assert_eq!(err.code(), "store-io", "{err}");
+        assert!(err.to_string().contains("not-a-folder"), "{err}");
+        assert!(
+            !dir.path().join(".dialin-write-probe").exists(),
+            "the probe is cleaned up"
+        );
+    }
+
+    #[test]
+    fn the_write_probe_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(&dir.path().join("s.sqlite")).unwrap());
+        assert!(!dir.path().join(".dialin-write-probe").exists());
+    }
 
     #[test]
     fn user_pins_are_found_by_slot_or_by_search() {

@@ -92,6 +92,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     sip.guard = guard_config(&args)?;
     options.sip = Some(sip);
     options.events = args.events.clone();
+    options.store_max_bytes = args.store_max_bytes;
     let server = Server::bind(options).await?;
     let addr = server.admin_addr();
     if let Some(sip) = server.sip_addr() {

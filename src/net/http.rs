@@ -61,8 +61,10 @@ impl ApiError {
 
 impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> Self {
-        if e.status() == 500 {
-            tracing::error!(error = %e, "admin operation failed");
+        // Our failure or the local disk's (full, read-only): an error, not
+        // the client's fault.
+        if e.status() >= 500 {
+            tracing::error!(error = %e, code = e.code(), "admin operation failed");
         }
         ApiError {
             status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),

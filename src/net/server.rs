@@ -36,6 +36,9 @@ pub struct ServeOptions {
     pub sip: Option<SipOptions>,
     /// Append every call event to this file as a JSON line.
     pub events: Option<PathBuf>,
+    /// Bound the store's size (`--store-max-bytes`): writes past it fail as
+    /// on a full disk.
+    pub store_max_bytes: Option<u64>,
 }
 
 impl ServeOptions {
@@ -48,6 +51,7 @@ impl ServeOptions {
             tick: Duration::from_secs(1),
             sip: None,
             events: None,
+            store_max_bytes: None,
         }
     }
 }
@@ -87,10 +91,25 @@ impl Server {
             smtp: options.smtp,
         };
         let (store, outbox) = (data.store_path(), data.outbox_dir());
-        let service =
-            tokio::task::spawn_blocking(move || Service::open(&store, outbox, service_options))
-                .await?
-                .with_context(|| format!("opening the store in {}", data.root().display()))?;
+        let max_bytes = options.store_max_bytes;
+        let service = tokio::task::spawn_blocking(move || {
+            Service::open_with_store_limit(&store, outbox, service_options, max_bytes)
+        })
+        .await?
+        .with_context(|| format!("opening the store in {}", data.root().display()))?;
+        if let Some(wanted) = max_bytes {
+            let limit = service.set_store_max_bytes(Some(wanted))?;
+            let size = service.store_size_bytes()?;
+            tracing::info!(limit, size, "the store's size is bounded");
+            if limit > wanted {
+                tracing::warn!(
+                    wanted,
+                    limit,
+                    "--store-max-bytes is below the store's size; the bound is the size: \
+                     changes that grow the store will fail"
+                );
+            }
+        }
         let listener = TcpListener::bind(options.admin)
             .await
             .with_context(|| format!("binding the admin API to {}", options.admin))?;
@@ -214,18 +233,34 @@ impl Server {
 async fn run_ticker(service: Arc<Service>, tick: Duration) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A store fault (full disk, read-only folder) fails every tick until it
+    // is fixed: say so once, and again when it clears, not every second.
+    let mut failing: Option<String> = None;
     loop {
         interval.tick().await;
         let service = service.clone();
+        // Each step runs whatever the others did: a failed migration run
+        // must not hold up a checkpoint or the emails.
         let result = tokio::task::spawn_blocking(move || {
-            service.run_due_migrations()?;
-            service.checkpoint()?;
-            service.deliver_due()
+            let migrations = service.run_due_migrations().map(drop);
+            let checkpoint = service.checkpoint();
+            let emails = service.deliver_due().map(drop);
+            migrations.and(checkpoint).and(emails)
         })
         .await;
         match result {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "background admin work failed"),
+            Ok(Ok(_)) => {
+                if failing.take().is_some() {
+                    tracing::info!("background admin work runs again");
+                }
+            }
+            Ok(Err(e)) => {
+                let text = e.to_string();
+                if failing.as_deref() != Some(text.as_str()) {
+                    tracing::error!(error = %e, "background admin work failed; retrying every tick");
+                    failing = Some(text);
+                }
+            }
             Err(e) => tracing::error!(error = %e, "background admin work panicked"),
         }
     }
