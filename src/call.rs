@@ -51,6 +51,9 @@ use crate::sip::transaction::{
 };
 
 /// The methods the bridge handles (the `Allow` header, RFC 3261 §20.5).
+/// Keys kept from INFO requests that arrive before the ACK.
+const EARLY_INFO_MAX: usize = 32;
+
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
 /// The bodies the bridge reads (the `Accept` header, RFC 3261 §20.1).
 pub const ACCEPT: &str = "application/sdp, application/dtmf-relay, application/dtmf";
@@ -263,6 +266,8 @@ pub struct Call {
     negotiated: Option<Negotiated>,
     media: Option<Media>,
     flow: Option<Flow>,
+    /// Keys sent by INFO before the ACK confirmed the call.
+    early_info: Vec<Digit>,
     playout: Option<Playout>,
     /// Muted prompts: when the one "playing" ends.
     muted_until: Option<(PromptId, Instant)>,
@@ -395,6 +400,7 @@ impl Call {
             negotiated: None,
             media: None,
             flow: None,
+            early_info: Vec::new(),
             playout: None,
             muted_until: None,
             room: None,
@@ -761,27 +767,17 @@ impl Call {
                 match parse_info(content_type, request.body()) {
                     Ok(event) => {
                         self.respond(now, key, request.response(200, "OK"));
-                        if let Some(media) = self.media.as_mut() {
-                            media
-                                .merger
-                                .handle_digit(now, event.digit, DtmfMethod::Info);
-                        } else if let Some(flow) = self.flow.as_mut() {
-                            // Confirmed without media (an ACK answer we
-                            // could not use ends the call, so this is rare).
-                            self.events.push_back(CallEvent::Digit {
-                                digit: event.digit,
-                                method: DtmfMethod::Info,
-                            });
-                            flow.handle(
-                                now,
-                                Input::Digit {
-                                    digit: event.digit,
-                                    method: DtmfMethod::Info,
-                                },
-                                dir,
-                            );
+                        if self.flow.is_none() {
+                            // Answered, not yet ACKed: the caller had our
+                            // 200 and started typing, and the ACK is late
+                            // or lost. Keep the keys for when the call is
+                            // confirmed (bounded: a flood is cut).
+                            if self.early_info.len() < EARLY_INFO_MAX {
+                                self.early_info.push(event.digit);
+                            }
+                            return;
                         }
-                        self.run_digits(now, dir);
+                        self.info_digit(now, event.digit, dir);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "INFO body is not a key press");
@@ -816,6 +812,26 @@ impl Call {
                 self.respond(now, key, response);
             }
         }
+    }
+
+    /// A key pressed by SIP INFO, once the call is confirmed.
+    fn info_digit(&mut self, now: Instant, digit: Digit, dir: &impl IdLookup) {
+        if let Some(media) = self.media.as_mut() {
+            media.merger.handle_digit(now, digit, DtmfMethod::Info);
+        } else if let Some(flow) = self.flow.as_mut() {
+            // Confirmed without media (an ACK answer we could not use ends
+            // the call, so this is rare).
+            self.events.push_back(CallEvent::Digit {
+                digit,
+                method: DtmfMethod::Info,
+            });
+            let input = Input::Digit {
+                digit,
+                method: DtmfMethod::Info,
+            };
+            flow.handle(now, input, dir);
+        }
+        self.run_digits(now, dir);
     }
 
     fn on_ack(&mut self, now: Instant, request: &Request, dir: &impl IdLookup) {
@@ -869,6 +885,10 @@ impl Call {
         }
         self.flow = Some(Flow::new(self.config.attendant, now));
         self.run_flow(now, dir);
+        // Keys that came by INFO before the ACK, in their order.
+        for digit in std::mem::take(&mut self.early_info) {
+            self.info_digit(now, digit, dir);
+        }
     }
 
     /// A response the caller sent (to the bridge's BYE).
@@ -1588,6 +1608,49 @@ mod tests {
             events(&mut call)
                 .iter()
                 .any(|e| matches!(e, CallEvent::Join { .. }))
+        );
+    }
+
+    #[test]
+    fn info_digits_that_arrive_before_the_ack_are_kept_for_the_call() {
+        let t0 = Instant::now();
+        let mut call = Call::new(
+            t0,
+            &invite(Some(&offer())),
+            source(),
+            config(Duration::ZERO),
+            catalog(),
+        );
+        let tag = match transmits(&mut call).last() {
+            Some(Message::Response(r)) if r.status() == 200 => r.to_tag().unwrap(),
+            other => panic!("expected the 200, got {other:?}"),
+        };
+        // The caller has our 200 and types; its ACK is late.
+        let mut now = t0 + Duration::from_millis(10);
+        let mut cseq = 2;
+        for c in format!("{VALID}#").chars() {
+            let info = builder(Method::Info, cseq, &format!("info{cseq}"), Some(&tag)).body(
+                "application/dtmf-relay",
+                format!("Signal={c}\r\nDuration=160\r\n").as_bytes(),
+            );
+            call.handle_sip(now, &parse_request(&info.to_bytes()), source(), &OneId);
+            assert_eq!(statuses(&mut call), vec![200], "INFO {c} gets 200");
+            cseq += 1;
+            now += Duration::from_millis(5);
+        }
+        assert!(
+            !events(&mut call)
+                .iter()
+                .any(|e| matches!(e, CallEvent::Join { .. })),
+            "nothing is decided before the ACK"
+        );
+        let ack = parse_request(&builder(Method::Ack, 1, "ack", Some(&tag)).to_bytes());
+        call.handle_sip(now, &ack, source(), &OneId);
+        run_until(&mut call, now + Duration::from_secs(1));
+        let evs = events(&mut call);
+        assert!(
+            evs.iter().any(|e| matches!(e, CallEvent::Join { .. })),
+            "the early keys make the ID: {evs:?}"
         );
     }
 
