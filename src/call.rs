@@ -1627,15 +1627,13 @@ mod tests {
         };
         // The caller has our 200 and types; its ACK is late.
         let mut now = t0 + Duration::from_millis(10);
-        let mut cseq = 2;
-        for c in format!("{VALID}#").chars() {
+        for (cseq, c) in (2u32..).zip(format!("{VALID}#").chars()) {
             let info = builder(Method::Info, cseq, &format!("info{cseq}"), Some(&tag)).body(
                 "application/dtmf-relay",
                 format!("Signal={c}\r\nDuration=160\r\n").as_bytes(),
             );
             call.handle_sip(now, &parse_request(&info.to_bytes()), source(), &OneId);
             assert_eq!(statuses(&mut call), vec![200], "INFO {c} gets 200");
-            cseq += 1;
             now += Duration::from_millis(5);
         }
         assert!(
