@@ -60,6 +60,14 @@ pub enum DialogError {
         message: &'static str,
         field: &'static str,
     },
+    #[error(
+        "{message} has {field} URI {uri:?} with whitespace, control characters, <, > or \": a URI escapes them (RFC 3261 §19.1.2, §25.1)"
+    )]
+    BadUri {
+        message: &'static str,
+        field: &'static str,
+        uri: String,
+    },
     #[error("{message} CSeq {cseq} is too large: a CSeq must be below 2^31 (RFC 3261 §8.1.1.5)")]
     CseqTooLarge { message: &'static str, cseq: u32 },
 }
@@ -77,6 +85,7 @@ impl DialogError {
             | Self::BadContact { message, .. }
             | Self::EmptyCallId { message }
             | Self::EmptyUri { message, .. }
+            | Self::BadUri { message, .. }
             | Self::CseqTooLarge { message, .. } => (*message == UAS_MESSAGE).then_some(400),
         }
     }
@@ -510,6 +519,16 @@ fn uri_field(uri: &str, message: &'static str, field: &'static str) -> Result<St
     let uri = bare_uri(uri);
     if uri.is_empty() {
         return Err(DialogError::EmptyUri { message, field });
+    }
+    // The URI goes back out inside `<...>` in the From and To of every
+    // request of the dialog: one that would break that form is refused now.
+    let breaks_name_addr = |c: char| c.is_whitespace() || c.is_control() || "<>\"".contains(c);
+    if uri.contains(breaks_name_addr) {
+        return Err(DialogError::BadUri {
+            message,
+            field,
+            uri: uri.to_owned(),
+        });
     }
     Ok(uri.to_owned())
 }
@@ -977,6 +996,34 @@ mod tests {
                 ..invite(&[])
             };
             assert!(Dialog::uas(&mut rng, &ok).is_ok(), "{contact}");
+        }
+    }
+
+    /// Found by the sip_datagram fuzz target: `From: sip:caller@example>net`
+    /// (no angle brackets) made a dialog whose BYE had
+    /// `To: <sip:caller@example>net>`, which no parser accepts.
+    #[test]
+    fn a_from_or_to_uri_that_breaks_a_name_addr_gets_400() {
+        let mut rng = StdRng::seed_from_u64(0);
+        for uri in [
+            "sip:caller@example>net",
+            "sip:a<b@example.net",
+            "sip:a\"b@example.net",
+            "sip:a\u{0}@x",
+        ] {
+            let from = UasInvite {
+                from_uri: uri,
+                ..invite(&[])
+            };
+            let to = UasInvite {
+                to_uri: uri,
+                ..invite(&[])
+            };
+            for bad in [from, to] {
+                let err = Dialog::uas(&mut rng, &bad).unwrap_err();
+                assert!(matches!(err, DialogError::BadUri { .. }), "{uri}: {err}");
+                assert_eq!(err.status_code(), Some(400), "{err}");
+            }
         }
     }
 
