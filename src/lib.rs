@@ -31,6 +31,8 @@
 //!   tasks with their RTP sockets, and the server
 //! - [`client`]: the admin API client the CLI uses
 //! - [`cmd`]: the command-line commands (`serve`, `admin`)
+//! - [`fuzzing`]: one entry point per kind of untrusted input, for the fuzz
+//!   targets in `fuzz/` and the replay of their corpus in `cargo test`
 
 pub mod admin;
 pub mod attendant;
@@ -41,6 +43,7 @@ pub mod client;
 pub mod cmd;
 pub mod datadir;
 pub mod directory;
+pub mod fuzzing;
 pub mod guard;
 pub mod load;
 pub mod media;

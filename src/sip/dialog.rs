@@ -45,12 +45,28 @@ pub enum DialogError {
         "{message} has no Contact URI: a dialog-creating message needs one (RFC 3261 §8.1.1.8, §12.1)"
     )]
     MissingContact { message: &'static str },
+    #[error(
+        "{message} has Contact URI {uri:?}, which can't be the Request-URI of a later request ({why}): give a sip or sips URI (RFC 3261 §8.1.1.8)"
+    )]
+    BadContact {
+        message: &'static str,
+        uri: String,
+        why: crate::sip::message::RequestUriError,
+    },
     #[error("{message} has an empty Call-ID: every SIP message needs one (RFC 3261 §8.1.1.4)")]
     EmptyCallId { message: &'static str },
     #[error("{message} has an empty {field} URI: give the URI of the header")]
     EmptyUri {
         message: &'static str,
         field: &'static str,
+    },
+    #[error(
+        "{message} has {field} URI {uri:?} with whitespace, control characters, <, > or \": a URI escapes them (RFC 3261 §19.1.2, §25.1)"
+    )]
+    BadUri {
+        message: &'static str,
+        field: &'static str,
+        uri: String,
     },
     #[error("{message} CSeq {cseq} is too large: a CSeq must be below 2^31 (RFC 3261 §8.1.1.5)")]
     CseqTooLarge { message: &'static str, cseq: u32 },
@@ -66,8 +82,10 @@ impl DialogError {
             Self::CseqOutOfOrder { .. } => Some(500),
             Self::AckCseqMismatch { .. } => None,
             Self::MissingContact { message }
+            | Self::BadContact { message, .. }
             | Self::EmptyCallId { message }
             | Self::EmptyUri { message, .. }
+            | Self::BadUri { message, .. }
             | Self::CseqTooLarge { message, .. } => (*message == UAS_MESSAGE).then_some(400),
         }
     }
@@ -482,7 +500,17 @@ fn non_empty_call_id(call_id: &str, message: &'static str) -> Result<String, Dia
 
 fn contact_uri(contact: Option<&str>, message: &'static str) -> Result<String, DialogError> {
     match contact.map(bare_uri) {
-        Some(uri) if !uri.is_empty() && uri != "*" => Ok(uri.to_owned()),
+        Some(uri) if !uri.is_empty() && uri != "*" => {
+            // The remote target becomes the Request-URI of every request
+            // this side sends in the dialog (§12.2.1.1): one that would not
+            // parse there is refused now, not sent later.
+            crate::sip::message::check_request_uri(uri).map_err(|why| DialogError::BadContact {
+                message,
+                uri: uri.to_owned(),
+                why,
+            })?;
+            Ok(uri.to_owned())
+        }
         _ => Err(DialogError::MissingContact { message }),
     }
 }
@@ -491,6 +519,16 @@ fn uri_field(uri: &str, message: &'static str, field: &'static str) -> Result<St
     let uri = bare_uri(uri);
     if uri.is_empty() {
         return Err(DialogError::EmptyUri { message, field });
+    }
+    // The URI goes back out inside `<...>` in the From and To of every
+    // request of the dialog: one that would break that form is refused now.
+    let breaks_name_addr = |c: char| c.is_whitespace() || c.is_control() || "<>\"".contains(c);
+    if uri.contains(breaks_name_addr) {
+        return Err(DialogError::BadUri {
+            message,
+            field,
+            uri: uri.to_owned(),
+        });
     }
     Ok(uri.to_owned())
 }
@@ -924,6 +962,69 @@ mod tests {
             }
         );
         assert_eq!(err.status_code(), None, "a UAC does not answer a 2xx");
+    }
+
+    /// Found by the sip_datagram fuzz target: a Contact with NUL bytes in
+    /// its scheme made a dialog whose BYE had a Request-URI no one can parse.
+    #[test]
+    fn a_contact_that_cannot_be_a_request_uri_gets_400() {
+        let mut rng = StdRng::seed_from_u64(0);
+        for contact in [
+            "<sip\0\0:caller@host15.example.net>",
+            "<sip:caller@host\u{7}.example.net>",
+            "<http://example.com/>",
+            "<sip:caller@example.net?Subject=x>",
+            "<sip:a b@example.net>",
+        ] {
+            let bad = UasInvite {
+                contact: Some(contact),
+                ..invite(&[])
+            };
+            let err = Dialog::uas(&mut rng, &bad).unwrap_err();
+            assert!(
+                matches!(err, DialogError::BadContact { .. }),
+                "{contact}: {err}"
+            );
+            assert_eq!(err.status_code(), Some(400), "{err}");
+        }
+        for contact in [
+            "<sips:caller@example.net;transport=tls>",
+            "<tel:+14255550100>",
+        ] {
+            let ok = UasInvite {
+                contact: Some(contact),
+                ..invite(&[])
+            };
+            assert!(Dialog::uas(&mut rng, &ok).is_ok(), "{contact}");
+        }
+    }
+
+    /// Found by the sip_datagram fuzz target: `From: sip:caller@example>net`
+    /// (no angle brackets) made a dialog whose BYE had
+    /// `To: <sip:caller@example>net>`, which no parser accepts.
+    #[test]
+    fn a_from_or_to_uri_that_breaks_a_name_addr_gets_400() {
+        let mut rng = StdRng::seed_from_u64(0);
+        for uri in [
+            "sip:caller@example>net",
+            "sip:a<b@example.net",
+            "sip:a\"b@example.net",
+            "sip:a\u{0}@x",
+        ] {
+            let from = UasInvite {
+                from_uri: uri,
+                ..invite(&[])
+            };
+            let to = UasInvite {
+                to_uri: uri,
+                ..invite(&[])
+            };
+            for bad in [from, to] {
+                let err = Dialog::uas(&mut rng, &bad).unwrap_err();
+                assert!(matches!(err, DialogError::BadUri { .. }), "{uri}: {err}");
+                assert_eq!(err.status_code(), Some(400), "{err}");
+            }
+        }
     }
 
     #[test]

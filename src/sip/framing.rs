@@ -107,7 +107,8 @@ impl StreamFramer {
             return Some(Err(e.clone()));
         }
         self.skip_keepalives();
-        if self.buf.is_empty() {
+        // Empty, or the start of what may be a ping: wait for more.
+        if matches!(self.buf.first(), None | Some(b'\r' | b'\n')) {
             return None;
         }
         let Some((head_end, body_start)) = find_header_end(&self.buf) else {
@@ -151,8 +152,13 @@ impl StreamFramer {
     }
 
     /// RFC 5626 §3.5.1: a client pings with CRLFCRLF between messages; RFC
-    /// 3261 §7.5 also says to ignore CRLFs before a start line.
+    /// 3261 §7.5 also says to ignore CRLFs before a start line. Each byte is
+    /// judged only on the bytes it takes to judge it, so the outcome does
+    /// not depend on how TCP cut the stream: a line end that could still
+    /// begin a ping waits for the next bytes (at most 3 are held); one that
+    /// can't is a stray and dropped.
     fn skip_keepalives(&mut self) {
+        // Each pass drops at least one byte or stops: bounded by the buffer.
         loop {
             if self.buf.starts_with(b"\r\n\r\n") {
                 self.buf.drain(..4);
@@ -164,16 +170,16 @@ impl StreamFramer {
                 self.keepalives += 1;
                 continue;
             }
-            break;
+            match self.buf.first() {
+                Some(b'\r' | b'\n') => {}
+                _ => break,
+            }
+            let may_be_ping = b"\r\n\r\n".starts_with(&self.buf) || b"\n\n".starts_with(&self.buf);
+            if may_be_ping {
+                break;
+            }
+            self.buf.drain(..1);
         }
-        // Stray line ends before a start line are dropped once a non-CRLF
-        // byte shows they are not the start of a ping.
-        let n = self
-            .buf
-            .iter()
-            .position(|b| *b != b'\r' && *b != b'\n')
-            .unwrap_or(0);
-        self.buf.drain(..n);
     }
 }
 
@@ -294,6 +300,60 @@ Content-Length: 5\r\n\r\nhello";
 
     fn framer() -> StreamFramer {
         StreamFramer::new(Limits::default())
+    }
+
+    /// Every message (or error) and the ping count, the stream pushed in
+    /// `chunk`-byte pieces.
+    fn frame_all(stream: &[u8], chunk: usize) -> (Vec<Result<Vec<u8>, FrameError>>, usize) {
+        let mut f = framer();
+        let mut out = Vec::new();
+        for piece in stream.chunks(chunk) {
+            f.push(piece);
+            while let Some(m) = f.next_message() {
+                let failed = m.is_err();
+                out.push(m);
+                if failed {
+                    return (out, f.keepalives());
+                }
+            }
+        }
+        (out, f.keepalives())
+    }
+
+    /// Found by the tcp_stream fuzz target: "\n\r\n" between two messages,
+    /// read one byte at a time, was taken for an empty header section and
+    /// broke the connection (no Content-Length), while read at once it was
+    /// skipped as stray line ends.
+    #[test]
+    fn line_ends_between_messages_frame_the_same_however_the_stream_is_cut() {
+        for gap in [
+            &b"\n\r\n"[..],
+            b"\r\r\n",
+            b"\n\r\n\r\n\r",
+            b"\r\n\r\n\n\n",
+            b"\r",
+        ] {
+            let stream = [MSG, gap, MSG].concat();
+            let whole = frame_all(&stream, stream.len());
+            assert_eq!(whole.0, vec![Ok(MSG.to_vec()), Ok(MSG.to_vec())], "{gap:?}");
+            for chunk in 1..8 {
+                assert_eq!(
+                    frame_all(&stream, chunk),
+                    whole,
+                    "{gap:?} in {chunk}-byte pieces"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn line_ends_alone_are_not_held_without_bound() {
+        let mut f = framer();
+        for _ in 0..10_000 {
+            f.push(b"\n\r");
+            assert!(f.next_message().is_none());
+            assert!(f.buffered() <= 3, "{} bytes held", f.buffered());
+        }
     }
 
     #[test]

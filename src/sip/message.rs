@@ -1093,12 +1093,54 @@ fn parse_start_line(line: &str) -> Result<StartLine, SipErrorKind> {
     if version != "SIP/2.0" {
         return Err(SipErrorKind::UnsupportedVersion(version.to_string()));
     }
+    match check_request_uri(uri) {
+        Ok(()) => {}
+        Err(RequestUriError::UnsupportedScheme) => {
+            return Err(SipErrorKind::UnsupportedUriScheme(uri.to_string()));
+        }
+        Err(RequestUriError::Malformed(why)) => return Err(bad(why)),
+    }
+    Ok(StartLine::Request {
+        method: Method::from_token(method),
+        uri: uri.to_string(),
+    })
+}
+
+/// Why a URI can't stand as a Request-URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestUriError {
+    Malformed(&'static str),
+    /// Not `sip`, `sips` or `tel` (RFC 3261 §8.2.2.1: 416).
+    UnsupportedScheme,
+}
+
+impl fmt::Display for RequestUriError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed(why) => f.write_str(why),
+            Self::UnsupportedScheme => f.write_str("the scheme is not sip, sips or tel"),
+        }
+    }
+}
+
+/// Whether `uri` can stand as a Request-URI (RFC 3261 §7.1, §19.1): a
+/// `sip`, `sips` or `tel` URI, not in `<>`, without whitespace or control
+/// characters (a URI escapes those, §19.1.2), and a SIP URI without
+/// `?headers`. The request line parser checks this, and so does a dialog
+/// for the Contact it will send its requests to.
+pub fn check_request_uri(uri: &str) -> Result<(), RequestUriError> {
+    use RequestUriError::Malformed;
     if uri.starts_with('<') {
-        return Err(bad("Request-URI must not be enclosed in <>"));
+        return Err(Malformed("Request-URI must not be enclosed in <>"));
+    }
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Malformed(
+            "Request-URI has whitespace or control characters: escape them (%20)",
+        ));
     }
     let scheme = match uri.split_once(':') {
         Some((s, _)) if !s.is_empty() => s.to_ascii_lowercase(),
-        _ => return Err(bad("Request-URI has no scheme")),
+        _ => return Err(Malformed("Request-URI has no scheme")),
     };
     match scheme.as_str() {
         "sip" | "sips" => {
@@ -1107,16 +1149,13 @@ fn parse_start_line(line: &str) -> Result<StartLine, SipErrorKind> {
             // only after the userinfo.
             let host_part = uri.rsplit_once('@').map(|(_, h)| h).unwrap_or(uri);
             if host_part.contains('?') {
-                return Err(bad("Request-URI must not carry ?headers"));
+                return Err(Malformed("Request-URI must not carry ?headers"));
             }
+            Ok(())
         }
-        "tel" => {}
-        _ => return Err(SipErrorKind::UnsupportedUriScheme(uri.to_string())),
+        "tel" => Ok(()),
+        _ => Err(RequestUriError::UnsupportedScheme),
     }
-    Ok(StartLine::Request {
-        method: Method::from_token(method),
-        uri: uri.to_string(),
-    })
 }
 
 /// Returns (end of headers, start of body), tolerating bare LF.
