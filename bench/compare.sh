@@ -251,7 +251,7 @@ start_bridge() {
         die "importing the users into the bridge failed; see $OUT/bridge-import.log"
     DIALIN_LOG=${DIALIN_LOG:-warn} "$DIALIN" serve --data "$data" --admin "127.0.0.1:$ADMIN_PORT" \
         --sip "127.0.0.1:$BRIDGE_SIP_PORT" --rtp-ports "$RTP_PORTS" --max-calls "$MAX_CALLS" \
-        --mute-prompts --guard off >"$OUT/bridge.log" 2>&1 &
+        --mute-prompts --guard off --calls-per-source 0 --tcp-per-source 0 >"$OUT/bridge.log" 2>&1 &
     SERVER_PID[bridge]=$!
     PIDS+=("$!")
     wait_ready bridge "${SERVER_PID[bridge]}"

@@ -325,6 +325,32 @@ pub struct ServeArgs {
     /// a flood of spoofed sources).
     #[arg(long, default_value_t = 10_000)]
     pub guard_max_entries: usize,
+    /// The largest SIP message (headers and body) taken, in bytes (1024 to
+    /// 16777216); a larger request gets 413, a TCP connection is closed.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::sip::framing::DEFAULT_MAX_MESSAGE)]
+    pub max_message: usize,
+    /// Header fields one SIP message may carry (0: no limit; else 8 or
+    /// more); more get 400 Too Many Headers.
+    #[arg(long, value_name = "N", default_value_t = crate::sip::framing::DEFAULT_MAX_HEADERS)]
+    pub max_headers: usize,
+    /// The longest header field (folded lines included) in bytes (0: no
+    /// limit; else 256 or more): longer gets 400 Header Line Too Long, a
+    /// longer start line 414.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::sip::framing::DEFAULT_MAX_HEADER_LINE)]
+    pub max_header_line: usize,
+    /// Open SIP TCP connections one source address (IPv6: one /64) may
+    /// hold; more are closed when accepted (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = crate::net::sip::DEFAULT_TCP_PER_SOURCE)]
+    pub tcp_per_source: usize,
+    /// Close a SIP TCP connection after this long with no bytes received
+    /// and no call on it, e.g. 120s (a CRLF keep-alive counts; 0: never).
+    #[arg(long, value_name = "DURATION", default_value = "120s")]
+    pub tcp_idle: String,
+    /// Calls one source address (IPv6: one /64) may hold at once; more
+    /// INVITEs get 503 with Retry-After (0: no limit). Behind a SIP proxy
+    /// every call comes from the proxy: raise it or use 0.
+    #[arg(long, value_name = "N", default_value_t = crate::net::sip::DEFAULT_CALLS_PER_SOURCE)]
+    pub calls_per_source: usize,
     /// Bound the store (dialin.sqlite, in whole pages) to this many bytes:
     /// a change that would grow it further fails as on a full disk (HTTP 507
     /// store-full) while calls go on. For testing disk-full handling.

@@ -63,6 +63,7 @@ async fn a_running_bridge_is_loaded_through_its_admin_api_with_info_digits() {
             sip.mute_prompts = true;
             // Wrong IDs on purpose, all from 127.0.0.1.
             sip.guard = None;
+            sip.calls_per_source = 0;
         },
         None,
     )

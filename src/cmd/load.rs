@@ -271,6 +271,9 @@ impl Embedded {
         // Every call comes from 127.0.0.1 and `--invalid-ratio` enters wrong
         // IDs on purpose: the guessing guard would block the generator.
         sip.guard = None;
+        // All of it from one address, a connection per call over TCP.
+        sip.calls_per_source = 0;
+        sip.tcp_per_source = 0;
         serve.sip = Some(sip);
         let server = Server::bind(serve)
             .await

@@ -90,6 +90,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .validate()
         .map_err(|e| anyhow::anyhow!("--max-attempts: {e}"))?;
     sip.guard = guard_config(&args)?;
+    sip.limits = crate::sip::framing::Limits {
+        max_headers: args.max_headers,
+        max_header_line: args.max_header_line,
+        ..crate::sip::framing::Limits::with_max_message(args.max_message)
+    };
+    sip.tcp_per_source = args.tcp_per_source;
+    sip.tcp_idle = crate::time::parse_duration(&args.tcp_idle)
+        .map_err(|e| anyhow::anyhow!("--tcp-idle: {e}"))?;
+    sip.calls_per_source = args.calls_per_source;
+    sip.validate()?;
     options.sip = Some(sip);
     options.events = args.events.clone();
     options.store_max_bytes = args.store_max_bytes;

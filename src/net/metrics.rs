@@ -115,7 +115,7 @@ pub fn render(bridge: Option<&BridgeMonitor>) -> String {
     t.family(
         "dialin_invites_refused_total",
         "counter",
-        "New INVITEs refused: 403 guessing protection, 404 not the tenant's number, 503 overload or shutdown.",
+        "New INVITEs refused: 403 guessing protection, 404 not the tenant's number, 503 overload (--max-calls, --calls-per-source), no RTP port or shutdown.",
     );
     for (status, count) in [
         ("403", &stats.refused_403),
@@ -127,6 +127,14 @@ pub fn render(bridge: Option<&BridgeMonitor>) -> String {
             &[("status", status)],
             load(count),
         );
+    }
+    t.family(
+        "dialin_limit_hits_total",
+        "counter",
+        "Messages, connections and INVITEs refused by a protocol limit, by limit (the dialin serve flag, or the Content-Length rule).",
+    );
+    for (limit, count) in super::sip::LIMIT_NAMES.iter().zip(&stats.limit_hits) {
+        t.sample("dialin_limit_hits_total", &[("limit", limit)], load(count));
     }
     let guard = bridge.guard().map(|g| g.snapshot().0);
     t.one(

@@ -169,6 +169,8 @@ pub struct CallShared {
     /// Woken when the linger table stops being empty, so that the router
     /// sets its sweep deadline.
     pub linger_signal: tokio::sync::Notify,
+    /// The message limits datagrams handed to calls are checked against.
+    pub limits: crate::sip::framing::Limits,
 }
 
 /// The attempt results, in the order of [`BridgeStats::attempts`].
@@ -210,6 +212,18 @@ pub struct BridgeStats {
     /// Call tasks running (calls in progress, and ended calls with a
     /// response or an ACK still to wait for).
     pub call_tasks: AtomicU64,
+    /// Limits hit, in the order of [`super::sip::LIMIT_NAMES`].
+    pub limit_hits: [AtomicU64; super::sip::LIMIT_NAMES.len()],
+}
+
+impl BridgeStats {
+    /// Counts a hit of the limit named `name` (one of
+    /// [`super::sip::LIMIT_NAMES`]; another name counts nothing).
+    pub fn limit_hit(&self, name: &str) {
+        if let Some(i) = super::sip::LIMIT_NAMES.iter().position(|n| *n == name) {
+            self.limit_hits[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 fn now() -> std::time::Instant {
@@ -411,7 +425,7 @@ pub async fn run_call(
         tokio::select! {
             message = inbox.recv(), if inbox_open => match message {
                 Some(CallInput::Bytes(bytes, source)) => {
-                    match super::sip::read_call_message(&shared.out, &bytes, source) {
+                    match super::sip::read_call_message(&shared, &bytes, source) {
                         Some(Message::Request(request)) => {
                             call.handle_sip(now(), &request, source, &*shared.directory);
                         }
@@ -475,7 +489,7 @@ fn hand_off(
     while let Ok(input) = inbox.try_recv() {
         let (request, source) = match input {
             CallInput::Bytes(bytes, source) => {
-                match super::sip::read_call_message(&shared.out, &bytes, source) {
+                match super::sip::read_call_message(shared, &bytes, source) {
                     Some(Message::Request(request)) => (request, source),
                     _ => continue,
                 }

@@ -5,6 +5,11 @@
 //! tenant's, 405, 481, 400, 503 (overload, shutdown) and 403 for a source
 //! or caller ID that guessing protection blocked ([`crate::guard`]).
 //!
+//! It also enforces the protocol limits ([`SipOptions`]: message size,
+//! header count and line length, TCP connections per source, the TCP idle
+//! timeout, calls per source), answering what can be answered (400, 413,
+//! 414, 503) and counting every hit for the metrics ([`LIMIT_NAMES`]).
+//!
 //! The decisions about a call are in [`crate::call`]; this module only
 //! moves bytes. Responses go back to where the request came from (the UDP
 //! source address, or the TCP connection it arrived on).
@@ -30,7 +35,8 @@ use crate::admin::ids::PhoneNumber;
 use crate::attendant;
 use crate::call::{ALLOW, Call, CallConfig, KeyFields, SipTransmit, Source, options_response};
 use crate::media::prompts::PromptCatalog;
-use crate::sip::framing::{FrameError, Limits, StreamFramer, check_datagram};
+use crate::sip::admission::{Admit, PerSource};
+use crate::sip::framing::{FrameError, Limits, StreamFramer, check_datagram, check_lines};
 use crate::sip::linger::{LingerMatch, LingerTable};
 use crate::sip::message::{self, Message, Method, Request, SipHeaders};
 use crate::sip::transaction::{TimerConfig, Transport};
@@ -89,10 +95,48 @@ pub struct SipOptions {
     /// calls a second) waits here while the router is busy: too small a
     /// buffer drops them and the callers retransmit.
     pub socket_buffer: usize,
+    /// Message size, header count and header line length limits
+    /// (`--max-message`, `--max-headers`, `--max-header-line`).
+    pub limits: Limits,
+    /// Open TCP connections one source address may hold; more are closed
+    /// as soon as they are accepted. 0: no limit.
+    pub tcp_per_source: usize,
+    /// A TCP connection with no bytes received for this long and no call
+    /// on it is closed; a CRLF keep-alive counts as bytes. Zero: never.
+    pub tcp_idle: Duration,
+    /// Calls one source address may hold at once; more INVITEs get 503
+    /// with Retry-After. 0: no limit.
+    pub calls_per_source: usize,
 }
 
 /// The default SIP UDP socket buffer asked for: 4 MiB.
 pub const DEFAULT_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+/// Default `tcp_per_source`: above `calls_per_source`, because SIPp
+/// (`-t tn`) and dialin's own caller open one connection per call.
+pub const DEFAULT_TCP_PER_SOURCE: usize = 128;
+/// Default `tcp_idle`.
+pub const DEFAULT_TCP_IDLE: Duration = Duration::from_secs(120);
+/// Default `calls_per_source`: a fifth of the default `max_calls`, so one
+/// address cannot take the whole bridge, yet a load generator on one host
+/// (SIPp, `dialin load`) gets 100 calls at once.
+pub const DEFAULT_CALLS_PER_SOURCE: usize = 100;
+
+/// The limits `GET /api/metrics` counts hits of
+/// (`dialin_limit_hits_total{limit}`), in the order of
+/// [`super::rtp::BridgeStats::limit_hits`]: the `dialin serve` flag that
+/// sets each, or the rule (`content-length`, the fixed
+/// `max-header-section`).
+pub const LIMIT_NAMES: [&str; 9] = [
+    "max-message",
+    "max-header-section",
+    "max-headers",
+    "max-header-line",
+    "content-length",
+    "tcp-per-source",
+    "tcp-idle",
+    "calls-per-source",
+    "max-calls",
+];
 
 /// The buffer sizes the kernel granted the SIP UDP socket, as it reports
 /// them (Linux reports twice what it reserves for data: the doubling covers
@@ -119,13 +163,30 @@ impl SipOptions {
             events: None,
             guard: Some(crate::guard::Config::default()),
             socket_buffer: DEFAULT_SOCKET_BUFFER,
+            limits: Limits::default(),
+            tcp_per_source: DEFAULT_TCP_PER_SOURCE,
+            tcp_idle: DEFAULT_TCP_IDLE,
+            calls_per_source: DEFAULT_CALLS_PER_SOURCE,
         }
+    }
+
+    /// Checks the limits; the error names the flag and the valid range.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.limits.validate().map_err(anyhow::Error::msg)
     }
 }
 
-/// The write queue of each open TCP connection, by peer address. A std
-/// Mutex: looked up and cloned out, never held across an await.
-type TcpWriters = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Arc<[u8]>>>>>;
+/// One open TCP connection: its write queue, and how many calls started
+/// on it (a connection with a call is never idle).
+#[derive(Clone)]
+struct TcpConn {
+    tx: mpsc::Sender<Arc<[u8]>>,
+    calls: Arc<AtomicUsize>,
+}
+
+/// Each open TCP connection, by peer address. A std Mutex: looked up and
+/// cloned out, never held across an await.
+type TcpWriters = Arc<Mutex<HashMap<SocketAddr, TcpConn>>>;
 
 /// Sends SIP bytes to a UDP address or down a TCP connection.
 #[derive(Clone)]
@@ -147,7 +208,7 @@ impl Outbound {
             Transport::Reliable => {
                 let writer = {
                     let map = self.tcp.lock().unwrap_or_else(|e| e.into_inner());
-                    map.get(&x.to.addr).cloned()
+                    map.get(&x.to.addr).map(|c| c.tx.clone())
                 };
                 match writer {
                     Some(w) => {
@@ -230,6 +291,7 @@ fn log_buffers(asked: usize, granted: SocketBuffers) {
 impl SipServer {
     /// Binds UDP and TCP on `options.addr` (with port 0: one free port for both).
     pub async fn bind(options: SipOptions, service: Arc<Service>) -> anyhow::Result<SipServer> {
+        options.validate()?;
         let mut last_error = None;
         for _ in 0..BIND_TRIES {
             let (udp, buffers) = bind_udp(options.addr, options.socket_buffer)
@@ -259,6 +321,7 @@ impl SipServer {
                         stats: Default::default(),
                         linger: Mutex::new(LingerTable::new()),
                         linger_signal: tokio::sync::Notify::new(),
+                        limits: options.limits,
                     });
                     log_buffers(options.socket_buffer, buffers);
                     return Ok(SipServer {
@@ -302,7 +365,6 @@ impl SipServer {
     /// the calls in progress with BYE, and returns when they are done (or
     /// after the drain time).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let out = self.shared.out.clone();
         let mut router = Router {
             shared: self.shared.clone(),
             service: self.service.clone(),
@@ -313,10 +375,16 @@ impl SipServer {
             tasks: JoinSet::new(),
             next_call: AtomicU64::new(1),
             draining: false,
+            call_sources: PerSource::new(self.options.calls_per_source),
+            call_slots: HashMap::new(),
         };
         let (tcp_tx, mut tcp_rx) = mpsc::channel::<(Vec<u8>, Source)>(TCP_INBOX);
         let mut connections = JoinSet::new();
-        let mut buf = vec![0u8; Limits::default().max_message + 1];
+        let mut tcp_sources = PerSource::new(self.options.tcp_per_source);
+        let mut connection_sources: HashMap<tokio::task::Id, std::net::IpAddr> = HashMap::new();
+        // One byte more than the limit, so a datagram over it shows (and
+        // no more than a UDP datagram can carry).
+        let mut buf = vec![0u8; self.options.limits.max_message.min(65_535) + 1];
         let mut shutdown = std::pin::pin!(shutdown);
         let mut drain_until: Option<tokio::time::Instant> = None;
         let mut last_sweep = tokio::time::Instant::now();
@@ -367,17 +435,42 @@ impl SipServer {
                     Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
                 },
                 accepted = self.tcp.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        connections.spawn(run_connection(stream, peer, tcp_tx.clone(), out.tcp.clone()));
-                    }
+                    Ok((stream, peer)) => match tcp_sources.acquire(peer.ip()) {
+                        Admit::Yes => {
+                            let task = connections.spawn(run_connection(
+                                stream,
+                                peer,
+                                tcp_tx.clone(),
+                                router.shared.clone(),
+                                self.options.tcp_idle,
+                            ));
+                            connection_sources.insert(task.id(), peer.ip());
+                        }
+                        Admit::No { first } => {
+                            router.shared.stats.limit_hit("tcp-per-source");
+                            if first {
+                                tracing::warn!(
+                                    %peer,
+                                    limit = self.options.tcp_per_source,
+                                    "TCP connections from this source at --tcp-per-source: new ones are closed"
+                                );
+                            }
+                            drop(stream);
+                        }
+                    },
                     Err(e) => tracing::warn!(error = %e, "TCP accept failed"),
                 },
                 Some((bytes, source)) = tcp_rx.recv() => router.handle_bytes(&bytes, source).await,
-                Some(done) = router.tasks.join_next(), if !router.tasks.is_empty() => {
+                Some(done) = router.tasks.join_next_with_id(), if !router.tasks.is_empty() => {
                     router.shared.stats.call_tasks.fetch_sub(1, Ordering::Relaxed);
-                    if let Ok(call_id) = done {
-                        router.calls.remove(&call_id);
-                    }
+                    let id = match done {
+                        Ok((id, call_id)) => {
+                            router.calls.remove(&call_id);
+                            id
+                        }
+                        Err(e) => e.id(),
+                    };
+                    router.call_task_ended(id);
                 }
                 () = linger_sleep, if linger_deadline.is_some() => {
                     let now = tokio::time::Instant::now();
@@ -391,7 +484,15 @@ impl SipServer {
                 }
                 // The table was empty when the deadline above was read.
                 () = router.shared.linger_signal.notified(), if linger_deadline.is_none() => {}
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                Some(done) = connections.join_next_with_id(), if !connections.is_empty() => {
+                    let id = match done {
+                        Ok((id, ())) => id,
+                        Err(e) => e.id(),
+                    };
+                    if let Some(ip) = connection_sources.remove(&id) {
+                        tcp_sources.release(ip);
+                    }
+                }
                 () = &mut shutdown, if !router.draining => {
                     tracing::info!(calls = router.calls.len(), "SIP: refusing new calls, ending calls in progress");
                     router.draining = true;
@@ -419,18 +520,32 @@ impl SipServer {
 
 /// Reads one TCP connection: frames messages and hands them to the router;
 /// a writer task sends what calls and the router address to this peer.
+/// A message over the header limits is answered and the connection goes
+/// on; one that breaks the framing closes it (after a 413 when it was
+/// only too large). With no bytes for `idle` and no call on it, the
+/// connection is closed (zero: never).
 async fn run_connection(
     stream: TcpStream,
     peer: SocketAddr,
     to_router: mpsc::Sender<(Vec<u8>, Source)>,
-    writers: TcpWriters,
+    shared: Arc<CallShared>,
+    idle: Duration,
 ) {
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Arc<[u8]>>(CALL_INBOX);
-    writers
+    let calls = Arc::new(AtomicUsize::new(0));
+    shared
+        .out
+        .tcp
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(peer, tx.clone());
+        .insert(
+            peer,
+            TcpConn {
+                tx: tx.clone(),
+                calls: calls.clone(),
+            },
+        );
     let write_task = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
             if writer.write_all(&bytes).await.is_err() {
@@ -442,42 +557,79 @@ async fn run_connection(
         transport: Transport::Reliable,
         addr: peer,
     };
-    let mut framer = StreamFramer::new(Limits::default());
+    let limits = shared.limits;
+    let mut framer = StreamFramer::new(limits);
     let mut buf = vec![0u8; 16 * 1024];
     let mut pongs = 0;
+    let mut idle_since = tokio::time::Instant::now();
     loop {
-        let n = match reader.read(&mut buf).await {
+        // `read` is cancel safe: a timeout loses no bytes.
+        let read = if idle.is_zero() {
+            reader.read(&mut buf).await
+        } else {
+            match tokio::time::timeout_at(idle_since + idle, reader.read(&mut buf)).await {
+                Ok(read) => read,
+                Err(_) if calls.load(Ordering::Acquire) > 0 => {
+                    idle_since = tokio::time::Instant::now();
+                    continue;
+                }
+                Err(_) => {
+                    shared.stats.limit_hit("tcp-idle");
+                    tracing::debug!(%peer, ?idle, "TCP connection idle with no call: closing");
+                    break;
+                }
+            }
+        };
+        let n = match read {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        idle_since = tokio::time::Instant::now();
         framer.push(&buf[..n]);
-        // RFC 5626 §3.5.1: a CRLFCRLF ping gets a CRLF pong.
-        while pongs < framer.keepalives() {
-            pongs += 1;
-            let _ = tx.try_send(Arc::from(&b"\r\n"[..]));
-        }
         let mut broken = false;
         while let Some(message) = framer.next_message() {
             match message {
                 Ok(bytes) => {
+                    // Framing is intact: the message is answered, the
+                    // connection goes on.
+                    if let Err(e) = check_lines(&bytes, limits) {
+                        reject_message(&shared, &bytes, source, &e);
+                        continue;
+                    }
                     if to_router.send((bytes, source)).await.is_err() {
                         broken = true;
                         break;
                     }
                 }
                 Err(e) => {
-                    // RFC 3261 §18.3: no way to find the next message: close.
-                    tracing::warn!(error = %e, %peer, "TCP stream lost its framing: closing");
+                    // RFC 3261 §18.3: no way to find the next message: close,
+                    // after answering a message that was only too large.
+                    match framer.take_refused_head() {
+                        Some(head) => reject_message(&shared, &head, source, &e),
+                        None => {
+                            shared.stats.limit_hit(e.limit_name());
+                            tracing::warn!(error = %e, %peer, "TCP stream lost its framing: closing");
+                        }
+                    }
                     broken = true;
                     break;
                 }
             }
         }
+        // RFC 5626 §3.5.1: a CRLFCRLF ping gets a CRLF pong. The framer
+        // counts pings as it skips them in `next_message`, so this comes
+        // after: a ping is answered when it arrives, not at the next read.
+        while pongs < framer.keepalives() {
+            pongs += 1;
+            let _ = tx.try_send(Arc::from(&b"\r\n"[..]));
+        }
         if broken {
             break;
         }
     }
-    writers
+    shared
+        .out
+        .tcp
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&peer);
@@ -496,6 +648,17 @@ struct Router {
     tasks: JoinSet<String>,
     next_call: AtomicU64,
     draining: bool,
+    /// Calls held per source (`--calls-per-source`).
+    call_sources: PerSource,
+    /// What each call task holds, to give back when it ends.
+    call_slots: HashMap<tokio::task::Id, CallSlot>,
+}
+
+/// What a call task holds: a slot of its source, and a call on the TCP
+/// connection it came in on.
+struct CallSlot {
+    ip: std::net::IpAddr,
+    connection: Option<Arc<AtomicUsize>>,
 }
 
 fn random_tag() -> String {
@@ -515,26 +678,29 @@ pub fn dials_number(request: &Request, numbers: &[PhoneNumber]) -> bool {
     }
 }
 
-/// A datagram that breaks the size or Content-Length rules: a request
-/// whose headers can be read gets the error's response (RFC 3261 §18.3:
+/// A message that breaks a limit or the Content-Length rule: a request
+/// whose headers can be read gets the limit's response (RFC 3261 §18.3:
 /// 400 when the body is shorter than its Content-Length; 413 when too
-/// large); anything else is dropped.
-fn reject_datagram(out: &Outbound, bytes: &[u8], source: Source, error: &FrameError) {
-    tracing::warn!(%error, from = %source.addr, "datagram refused");
-    let response = match message::parse(bytes) {
-        Err(e) => e.error_response(),
-        Ok(Message::Request(request)) => {
-            let reason = if error.response_code() == 413 {
-                "Request Entity Too Large"
-            } else {
-                "Bad Request"
-            };
-            Some(request.response(error.response_code(), reason))
-        }
+/// large, §21.4.11; 414 for a start line over the line limit, §21.4.12;
+/// 400 "Too Many Headers" or "Header Line Too Long"); anything else (a
+/// response, no Via, From, To, Call-ID or CSeq to copy) is dropped. Every
+/// hit is counted.
+fn reject_message(shared: &CallShared, bytes: &[u8], source: Source, error: &FrameError) {
+    shared.stats.limit_hit(error.limit_name());
+    tracing::warn!(%error, from = %source.addr, "SIP message refused");
+    let request = match message::parse(bytes) {
+        Ok(Message::Request(request)) => Some(request),
         Ok(Message::Response(_)) => None,
+        Err(e) => e.request().cloned(),
     };
-    if let Some(response) = response {
-        out.reply(source, response.to_tag(&random_tag()).to_bytes());
+    if let Some(request) = request {
+        shared.out.reply(
+            source,
+            request
+                .response(error.response_code(), error.reason_phrase())
+                .to_tag(&random_tag())
+                .to_bytes(),
+        );
     }
 }
 
@@ -543,11 +709,16 @@ fn reject_datagram(out: &Outbound, bytes: &[u8], source: Source, error: &FrameEr
 /// router would have: a datagram that breaks the size rules, or an
 /// unparseable message, gets its error response (if one can be formed)
 /// and `None`.
-pub(crate) fn read_call_message(out: &Outbound, bytes: &[u8], source: Source) -> Option<Message> {
+pub(crate) fn read_call_message(
+    shared: &CallShared,
+    bytes: &[u8],
+    source: Source,
+) -> Option<Message> {
+    let out = &shared.out;
     if source.transport == Transport::Unreliable
-        && let Err(e) = check_datagram(bytes, Limits::default())
+        && let Err(e) = check_datagram(bytes, shared.limits)
     {
-        reject_datagram(out, bytes, source, &e);
+        reject_message(shared, bytes, source, &e);
         return None;
     }
     match message::parse(bytes) {
@@ -614,9 +785,9 @@ impl Router {
                 }
             }
         }
-        match check_datagram(bytes, Limits::default()) {
+        match check_datagram(bytes, self.options.limits) {
             Ok(()) => self.handle_bytes(bytes, source).await,
-            Err(e) => reject_datagram(&self.shared.out, bytes, source, &e),
+            Err(e) => reject_message(&self.shared, bytes, source, &e),
         }
     }
 
@@ -769,6 +940,7 @@ impl Router {
             }
         }
         if self.shared.active.load(Ordering::Acquire) >= self.options.max_calls {
+            stats.limit_hit("max-calls");
             return unavailable("--max-calls reached");
         }
         // The service's copy as of its last commit: a number added or
@@ -790,10 +962,36 @@ impl Router {
             );
             return;
         }
+        // Before the RTP port: a source at its limit costs no socket. A
+        // mature PBX answers a per-source limit as overload (Kamailio's
+        // pike and Asterisk's call limits send 503): the peer, often a
+        // proxy for many callers, may try another bridge or retry later.
+        let ip = source.addr.ip();
+        if let Admit::No { first } = self.call_sources.acquire(ip) {
+            stats.limit_hit("calls-per-source");
+            stats.refused_503.fetch_add(1, Ordering::Relaxed);
+            if first {
+                tracing::warn!(
+                    from = %source.addr,
+                    limit = self.options.calls_per_source,
+                    "calls from this source at --calls-per-source: new INVITEs get 503"
+                );
+            }
+            out.reply(
+                source,
+                request
+                    .response(503, "Service Unavailable")
+                    .to_tag(&random_tag())
+                    .header("Retry-After", RETRY_AFTER)
+                    .to_bytes(),
+            );
+            return;
+        }
         let socket = match self.ports.bind().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "no RTP port");
+                self.call_sources.release(ip);
                 return unavailable("no RTP port");
             }
         };
@@ -801,6 +999,7 @@ impl Router {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(error = %e, "RTP socket has no address");
+                self.call_sources.release(ip);
                 return unavailable("no RTP port");
             }
         };
@@ -825,9 +1024,24 @@ impl Router {
         let shared = self.shared.clone();
         let prompts = self.options.prompts.clone();
         self.shared.stats.call_tasks.fetch_add(1, Ordering::Relaxed);
+        // A call on a TCP connection keeps the connection from going idle.
+        let connection = match source.transport {
+            Transport::Reliable => self
+                .shared
+                .out
+                .tcp
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&source.addr)
+                .map(|c| c.calls.clone()),
+            Transport::Unreliable => None,
+        };
+        if let Some(calls) = &connection {
+            calls.fetch_add(1, Ordering::AcqRel);
+        }
         // The call's core is made in its own task, off the router: the
         // router's time per call is what bounds the call rate.
-        self.tasks.spawn(
+        let task = self.tasks.spawn(
             async move {
                 tracing::info!(from = %source.addr, uri = request.uri(), "INVITE");
                 let call = Call::new(started, &request, source, config, prompts);
@@ -837,6 +1051,19 @@ impl Router {
             }
             .instrument(span),
         );
+        self.call_slots
+            .insert(task.id(), CallSlot { ip, connection });
+    }
+
+    /// A call task ended (or panicked): its source slot and its call on a
+    /// TCP connection are given back.
+    fn call_task_ended(&mut self, id: tokio::task::Id) {
+        if let Some(slot) = self.call_slots.remove(&id) {
+            self.call_sources.release(slot.ip);
+            if let Some(calls) = slot.connection {
+                calls.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
     }
 }
 

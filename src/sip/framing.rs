@@ -6,7 +6,11 @@
 //! header section (CRLFCRLF, bare LF tolerated), reads Content-Length (full
 //! or compact `l`), skips CRLF keep-alives between messages (RFC 5626
 //! §3.5.1), and enforces size limits. [`check_datagram`] applies the same
-//! limits and Content-Length rule to one UDP datagram.
+//! limits and Content-Length rule to one UDP datagram. [`check_lines`]
+//! applies the header count and line length limits to one whole message
+//! (a datagram, or a message the framer cut out of a stream): breaking them
+//! does not break a stream's framing, so the message is answered and the
+//! connection goes on.
 //!
 //! What it does not: parse the message ([`super::message::parse`] does),
 //! answer keep-alive pings (the transport sends the CRLF pong), or read
@@ -20,6 +24,12 @@ use super::message::{find_header_end, full_header_name, parse_content_length};
 pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
 /// Default limit for the header section alone.
 pub const DEFAULT_MAX_HEADER: usize = 16 * 1024;
+/// Default limit on header fields in one message (a folded field and a
+/// comma-separated list count once). Real requests carry 10 to 30.
+pub const DEFAULT_MAX_HEADERS: usize = 128;
+/// Default limit on one header field (with its folded continuation lines)
+/// and on the start line, in bytes.
+pub const DEFAULT_MAX_HEADER_LINE: usize = 8 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -33,6 +43,16 @@ pub enum FrameError {
     BadContentLength(String),
     #[error("Content-Length larger than the message: it says {declared} bytes, {available} follow")]
     ContentLengthTooLarge { declared: u64, available: usize },
+    #[error("message has more than {limit} header fields")]
+    TooManyHeaders { limit: usize },
+    #[error("header field {name:?} is {length} bytes long, over the limit of {limit} bytes")]
+    HeaderLineTooLong {
+        name: String,
+        length: usize,
+        limit: usize,
+    },
+    #[error("start line is {length} bytes long, over the limit of {limit} bytes")]
+    StartLineTooLong { length: usize, limit: usize },
 }
 
 impl FrameError {
@@ -41,16 +61,60 @@ impl FrameError {
     pub fn response_code(&self) -> u16 {
         match self {
             FrameError::HeaderTooLarge { .. } | FrameError::MessageTooLarge { .. } => 413,
+            // RFC 3261 §21.4.12: the Request-URI is longer than the server
+            // will interpret.
+            FrameError::StartLineTooLong { .. } => 414,
             _ => 400,
+        }
+    }
+
+    /// The reason phrase that goes with [`Self::response_code`]: RFC 3261
+    /// has no status for too many or too long header fields (HTTP's 431
+    /// is not SIP), so those are 400s whose phrase says which limit it was
+    /// (§21.4.1 recommends saying what was wrong).
+    pub fn reason_phrase(&self) -> &'static str {
+        match self {
+            FrameError::HeaderTooLarge { .. } | FrameError::MessageTooLarge { .. } => {
+                "Request Entity Too Large"
+            }
+            FrameError::StartLineTooLong { .. } => "Request-URI Too Long",
+            FrameError::TooManyHeaders { .. } => "Too Many Headers",
+            FrameError::HeaderLineTooLong { .. } => "Header Line Too Long",
+            FrameError::MissingContentLength => "Missing Content-Length",
+            FrameError::BadContentLength(_) => "Bad Content-Length",
+            FrameError::ContentLengthTooLarge { .. } => "Content-Length larger than the message",
+        }
+    }
+
+    /// The limit (a `dialin serve` setting, or the Content-Length rule)
+    /// this error is about, as the metrics name it.
+    pub fn limit_name(&self) -> &'static str {
+        match self {
+            FrameError::MessageTooLarge { .. } => "max-message",
+            FrameError::HeaderTooLarge { .. } => "max-header-section",
+            FrameError::TooManyHeaders { .. } => "max-headers",
+            FrameError::HeaderLineTooLong { .. } | FrameError::StartLineTooLong { .. } => {
+                "max-header-line"
+            }
+            FrameError::MissingContentLength
+            | FrameError::BadContentLength(_)
+            | FrameError::ContentLengthTooLarge { .. } => "content-length",
         }
     }
 }
 
-/// Limits for framing.
+/// Size limits on received messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// A whole message (headers and body), in bytes.
     pub max_message: usize,
+    /// The header section (start line to the empty line), in bytes.
     pub max_header: usize,
+    /// Header fields in one message; 0: no limit.
+    pub max_headers: usize,
+    /// One header field (folded lines included) or the start line, in
+    /// bytes; 0: no limit.
+    pub max_header_line: usize,
 }
 
 impl Default for Limits {
@@ -58,7 +122,56 @@ impl Default for Limits {
         Limits {
             max_message: DEFAULT_MAX_MESSAGE,
             max_header: DEFAULT_MAX_HEADER,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_header_line: DEFAULT_MAX_HEADER_LINE,
         }
+    }
+}
+
+/// The smallest `max_message` allowed: room for a plain INVITE with SDP.
+pub const MIN_MAX_MESSAGE: usize = 1024;
+/// The largest `max_message` allowed (a stream connection may buffer this
+/// much).
+pub const MAX_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+impl Limits {
+    /// Limits with `max_message` as given and the header section bounded
+    /// by the smaller of it and [`DEFAULT_MAX_HEADER`].
+    pub fn with_max_message(max_message: usize) -> Limits {
+        Limits {
+            max_message,
+            max_header: DEFAULT_MAX_HEADER.min(max_message),
+            ..Limits::default()
+        }
+    }
+
+    /// Checks the settings; the error names the flag and the range.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(MIN_MAX_MESSAGE..=MAX_MAX_MESSAGE).contains(&self.max_message) {
+            return Err(format!(
+                "--max-message: {} bytes is out of range: use {MIN_MAX_MESSAGE} to {MAX_MAX_MESSAGE}",
+                self.max_message
+            ));
+        }
+        if self.max_header == 0 || self.max_header > self.max_message {
+            return Err(format!(
+                "the header section limit of {} bytes is out of range: use 1 to --max-message ({})",
+                self.max_header, self.max_message
+            ));
+        }
+        if self.max_header_line != 0 && self.max_header_line < 256 {
+            return Err(format!(
+                "--max-header-line: {} bytes is too small: use 0 (no limit) or 256 and more",
+                self.max_header_line
+            ));
+        }
+        if self.max_headers != 0 && self.max_headers < 8 {
+            return Err(format!(
+                "--max-headers: {} is too few for a SIP request (Via, From, To, Call-ID, CSeq, Max-Forwards, Contact, Content-Length): use 0 (no limit) or 8 and more",
+                self.max_headers
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -69,6 +182,9 @@ pub struct StreamFramer {
     limits: Limits,
     failed: Option<FrameError>,
     keepalives: usize,
+    /// The header section of a message refused as too large, kept so the
+    /// transport can answer it before it closes the connection.
+    refused_head: Option<Vec<u8>>,
 }
 
 impl StreamFramer {
@@ -78,7 +194,15 @@ impl StreamFramer {
             limits,
             failed: None,
             keepalives: 0,
+            refused_head: None,
         }
+    }
+
+    /// The header section of the message that broke the size limit (once,
+    /// after [`Self::next_message`] returned [`FrameError::MessageTooLarge`]):
+    /// the transport answers it 413 (RFC 3261 §21.4.11), then closes.
+    pub fn take_refused_head(&mut self) -> Option<Vec<u8>> {
+        self.refused_head.take()
     }
 
     /// Appends bytes read from the connection.
@@ -131,6 +255,7 @@ impl StreamFramer {
         };
         let total = body_start as u64 + length;
         if total > self.limits.max_message as u64 {
+            self.refused_head = Some(self.buf[..body_start].to_vec());
             return Some(self.fail(FrameError::MessageTooLarge {
                 size: total,
                 limit: self.limits.max_message,
@@ -206,6 +331,7 @@ pub fn check_datagram(bytes: &[u8], limits: Limits) -> Result<(), FrameError> {
             limit: limits.max_header,
         });
     }
+    check_head_lines(&bytes[..head_end], limits)?;
     if let Some(n) = find_content_length(&bytes[..head_end])? {
         let available = bytes.len() - body_start;
         if n > available as u64 {
@@ -213,6 +339,77 @@ pub fn check_datagram(bytes: &[u8], limits: Limits) -> Result<(), FrameError> {
                 declared: n,
                 available,
             });
+        }
+    }
+    Ok(())
+}
+
+/// Applies the header count and line length limits to one whole message
+/// (for a datagram, [`check_datagram`] does it too). A message without
+/// an empty line after its headers is checked as far as it goes.
+pub fn check_lines(message: &[u8], limits: Limits) -> Result<(), FrameError> {
+    let head_end = find_header_end(message).map_or(message.len(), |(end, _)| end);
+    check_head_lines(&message[..head_end], limits)
+}
+
+/// [`check_lines`] on a header section: one pass over its bytes, no copy.
+fn check_head_lines(head: &[u8], limits: Limits) -> Result<(), FrameError> {
+    if limits.max_headers == 0 && limits.max_header_line == 0 {
+        return Ok(());
+    }
+    let line_limit = if limits.max_header_line == 0 {
+        usize::MAX
+    } else {
+        limits.max_header_line
+    };
+    // RFC 3261 §7.5: CRLFs before the start line are not part of it.
+    let start = head
+        .iter()
+        .position(|b| *b != b'\r' && *b != b'\n')
+        .unwrap_or(head.len());
+    let mut lines = head[start..]
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let start_line = lines.next().unwrap_or_default();
+    if start_line.len() > line_limit {
+        return Err(FrameError::StartLineTooLong {
+            length: start_line.len(),
+            limit: line_limit,
+        });
+    }
+    let mut fields = 0usize;
+    // The field being read: its first line (for the name) and its length
+    // so far, continuation lines included (§7.3.1 folding).
+    let mut current: Option<(&[u8], usize)> = None;
+    let too_long = |first: &[u8], length: usize| {
+        let name = first.split(|b| *b == b':').next().unwrap_or_default();
+        let name = String::from_utf8_lossy(&name[..name.len().min(64)])
+            .trim()
+            .to_string();
+        FrameError::HeaderLineTooLong {
+            name,
+            length,
+            limit: line_limit,
+        }
+    };
+    for line in lines {
+        let folded = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        match (&mut current, folded) {
+            (Some((_, length)), true) => *length += line.len(),
+            _ => {
+                fields += 1;
+                if limits.max_headers != 0 && fields > limits.max_headers {
+                    return Err(FrameError::TooManyHeaders {
+                        limit: limits.max_headers,
+                    });
+                }
+                current = Some((line, line.len()));
+            }
+        }
+        if let Some((first, length)) = current
+            && length > line_limit
+        {
+            return Err(too_long(first, length));
         }
     }
     Ok(())
@@ -436,6 +633,7 @@ Content-Length: 5\r\n\r\nhello";
         let mut f = StreamFramer::new(Limits {
             max_message: 1000,
             max_header: 100,
+            ..Limits::default()
         });
         f.push(&[b'a'; 101]);
         assert_eq!(
@@ -445,6 +643,7 @@ Content-Length: 5\r\n\r\nhello";
         let mut f = StreamFramer::new(Limits {
             max_message: 1000,
             max_header: 200,
+            ..Limits::default()
         });
         f.push(b"OPTIONS sip:b@x SIP/2.0\r\nContent-Length: 5000\r\n\r\n");
         let e = f.next_message().expect("decided").expect_err("too large");
@@ -473,6 +672,142 @@ Content-Length: 5\r\n\r\nhello";
         );
     }
 
+    fn with_headers(n: usize, extra_len: usize) -> Vec<u8> {
+        let mut text = String::from(
+            "OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n",
+        );
+        for i in 0..n.saturating_sub(7) {
+            text.push_str(&format!("X-H{i}: v\r\n"));
+        }
+        text.push_str(&format!("Subject: {}\r\n", "s".repeat(extra_len)));
+        text.push_str("Content-Length: 0\r\n\r\n");
+        text.into_bytes()
+    }
+
+    #[test]
+    fn header_count_limit_counts_fields_not_lines() {
+        let l = Limits::default();
+        // Exactly at the limit: fine, on a datagram and as a framed message.
+        let at = with_headers(DEFAULT_MAX_HEADERS, 1);
+        assert_eq!(check_datagram(&at, l), Ok(()));
+        assert_eq!(check_lines(&at, l), Ok(()));
+        let over = with_headers(DEFAULT_MAX_HEADERS + 1, 1);
+        let e = check_datagram(&over, l).expect_err("one field too many");
+        assert_eq!(
+            e,
+            FrameError::TooManyHeaders {
+                limit: DEFAULT_MAX_HEADERS
+            }
+        );
+        assert_eq!(
+            (e.response_code(), e.reason_phrase()),
+            (400, "Too Many Headers")
+        );
+        assert_eq!(check_lines(&over, l), Err(e));
+        // Folded lines belong to their field: 200 continuation lines are one field.
+        let folded = String::from_utf8_lossy(&at).replace(
+            "Subject: s\r\n",
+            &format!("Subject: s\r\n{}", " more\r\n".repeat(200)),
+        );
+        assert_eq!(check_lines(folded.as_bytes(), l), Ok(()));
+        // 0 is no limit.
+        let off = Limits {
+            max_headers: 0,
+            ..l
+        };
+        assert_eq!(check_lines(&with_headers(1000, 1), off), Ok(()));
+    }
+
+    #[test]
+    fn header_line_limit_covers_folded_fields_and_the_start_line() {
+        let l = Limits::default();
+        // "Subject: " is 9 bytes.
+        let at = with_headers(10, DEFAULT_MAX_HEADER_LINE - 9);
+        assert_eq!(check_datagram(&at, l), Ok(()));
+        let over = with_headers(10, DEFAULT_MAX_HEADER_LINE - 8);
+        let e = check_datagram(&over, l).expect_err("one byte too long");
+        assert_eq!(
+            e,
+            FrameError::HeaderLineTooLong {
+                name: "Subject".into(),
+                length: DEFAULT_MAX_HEADER_LINE + 1,
+                limit: DEFAULT_MAX_HEADER_LINE
+            }
+        );
+        assert_eq!(
+            (e.response_code(), e.reason_phrase()),
+            (400, "Header Line Too Long")
+        );
+        // Folding does not get a long value past the limit.
+        let folded = String::from_utf8_lossy(&with_headers(10, 1)).replace(
+            "Subject: s\r\n",
+            &format!("Subject: s\r\n{}", " 0123456789\r\n".repeat(800)),
+        );
+        assert!(matches!(
+            check_lines(folded.as_bytes(), l),
+            Err(FrameError::HeaderLineTooLong { .. })
+        ));
+        // A long Request-URI: 414.
+        let long_uri = format!(
+            "INVITE sip:{}@x SIP/2.0\r\nContent-Length: 0\r\n\r\n",
+            "1".repeat(DEFAULT_MAX_HEADER_LINE)
+        );
+        let e = check_datagram(long_uri.as_bytes(), l).expect_err("start line too long");
+        assert_eq!(
+            (e.response_code(), e.limit_name()),
+            (414, "max-header-line")
+        );
+        // 0 is no limit.
+        let off = Limits {
+            max_header_line: 0,
+            ..l
+        };
+        assert_eq!(check_lines(&over, off), Ok(()));
+        assert_eq!(check_lines(long_uri.as_bytes(), off), Ok(()));
+    }
+
+    #[test]
+    fn a_stream_message_over_the_size_limit_leaves_its_head_to_answer() {
+        let mut f = StreamFramer::new(Limits::with_max_message(1024));
+        let head = b"OPTIONS sip:b@x SIP/2.0\r\nCall-ID: c\r\nContent-Length: 2000\r\n\r\n";
+        f.push(head);
+        let e = f.next_message().expect("decided").expect_err("too large");
+        assert_eq!((e.response_code(), e.limit_name()), (413, "max-message"));
+        assert_eq!(f.take_refused_head(), Some(head.to_vec()));
+        assert_eq!(f.take_refused_head(), None);
+        // A missing Content-Length leaves nothing to answer: the stream is lost.
+        let mut f = framer();
+        f.push(b"OPTIONS sip:b@x SIP/2.0\r\nCall-ID: c\r\n\r\n");
+        assert!(matches!(f.next_message(), Some(Err(_))));
+        assert_eq!(f.take_refused_head(), None);
+    }
+
+    #[test]
+    fn limits_validate_with_the_flag_and_range_in_the_message() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+        let e = Limits::with_max_message(100)
+            .validate()
+            .expect_err("too small");
+        assert!(e.contains("--max-message") && e.contains("1024"), "{e}");
+        assert_eq!(Limits::with_max_message(1024).validate(), Ok(()));
+        assert_eq!(Limits::with_max_message(1024).max_header, 1024);
+        let e = Limits {
+            max_header_line: 10,
+            ..Limits::default()
+        }
+        .validate()
+        .expect_err("too small");
+        assert!(e.contains("--max-header-line"), "{e}");
+        let e = Limits {
+            max_headers: 3,
+            ..Limits::default()
+        }
+        .validate()
+        .expect_err("too few");
+        assert!(e.contains("--max-headers"), "{e}");
+    }
+
     #[test]
     fn garbage_never_panics() {
         use rand::{RngExt, SeedableRng};
@@ -482,6 +817,7 @@ Content-Length: 5\r\n\r\nhello";
             let mut f = StreamFramer::new(Limits {
                 max_message: 2000,
                 max_header: 500,
+                ..Limits::default()
             });
             for _ in 0..rng.random_range(1..10) {
                 let len = rng.random_range(0..200);
@@ -489,6 +825,7 @@ Content-Length: 5\r\n\r\nhello";
                     .map(|_| alphabet[rng.random_range(0..alphabet.len())])
                     .collect();
                 let _ = check_datagram(&chunk, Limits::default());
+                let _ = check_lines(&chunk, Limits::default());
                 f.push(&chunk);
                 while let Some(Ok(_)) = f.next_message() {}
             }

@@ -180,6 +180,13 @@ impl SipError {
         }
     }
 
+    /// The request's headers, when it was a request with the headers a
+    /// response copies: a transport that refuses it for a limit of its own
+    /// answers with that limit's status instead.
+    pub fn request(&self) -> Option<&Request> {
+        self.request.as_deref()
+    }
+
     /// Whether the message was a request with the headers a response copies.
     pub fn can_respond(&self) -> bool {
         self.request.is_some()

@@ -2,8 +2,10 @@
 //! [`message`] so nothing else depends on rsip), TCP stream framing, the SDP
 //! subset the bridge speaks, and RFC 3261 transactions and dialogs as state
 //! machines that take time as an argument; [`linger`] keeps what a
-//! finished call's transactions still answer, without the call.
+//! finished call's transactions still answer, without the call;
+//! [`admission`] counts TCP connections and calls per source.
 
+pub mod admission;
 pub mod dialog;
 pub mod framing;
 pub mod linger;
