@@ -255,10 +255,13 @@ fn serve_process(data: &Path) -> anyhow::Result<Duration> {
         .stderr(Stdio::piped())
         .spawn()?;
     let answered = first_options_answer(sip);
-    let stopped = stop(child);
-    let elapsed = answered? - t;
-    stopped?;
-    Ok(elapsed)
+    // Stopped either way; when no answer came, what the server said is
+    // the explanation.
+    match (answered, stop(child)) {
+        (Ok(at), Ok(())) => Ok(at - t),
+        (Err(e), Err(said)) => Err(e.context(format!("{said:#}"))),
+        (Err(e), Ok(())) | (Ok(_), Err(e)) => Err(e),
+    }
 }
 
 fn stop(child: Child) -> anyhow::Result<()> {

@@ -266,8 +266,14 @@ impl Outbox {
         let name = format!("{:06}-{}.eml", email.id, email.kind.as_str());
         let tmp = self.dir.join(format!(".{name}.tmp"));
         std::fs::create_dir_all(&self.dir)?;
-        std::fs::write(&tmp, &email.message)?;
-        std::fs::rename(&tmp, self.dir.join(&name))?;
+        let written = std::fs::write(&tmp, &email.message)
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join(&name)));
+        if let Err(e) = written {
+            // A part-written file would stay behind until a retry
+            // succeeds; the email itself stays queued in the store.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         Ok(name)
     }
 
@@ -330,6 +336,35 @@ mod tests {
             "{raw}"
         );
         assert!(raw.contains("Subject: Your dial-in conference ID has been reset"));
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::new(dir.path().to_path_buf(), None);
+        let email = crate::admin::store::QueuedEmail {
+            id: 7,
+            to: "alice@contoso.com".parse().unwrap(),
+            kind: EmailKind::IdReset,
+            message: b"Subject: x\r\n\r\nbody".to_vec(),
+            file: None,
+        };
+        // The file's name is taken by a folder with something in it: the
+        // rename fails (for root too).
+        let blocker = dir.path().join("000007-id-reset.eml");
+        std::fs::create_dir_all(blocker.join("inside")).unwrap();
+        assert!(outbox.write_file(&email).is_err());
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["000007-id-reset.eml".to_string()],
+            "no .tmp left"
+        );
+        std::fs::remove_dir_all(&blocker).unwrap();
+        assert_eq!(outbox.write_file(&email).unwrap(), "000007-id-reset.eml");
     }
 
     #[test]
