@@ -94,6 +94,9 @@ fn main() -> anyhow::Result<()> {
             &(calls + 10).to_string(),
             "--guard",
             "off",
+            // Every call comes from this one address.
+            "--calls-per-source",
+            "0",
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
