@@ -1446,8 +1446,9 @@ mod tests {
         std::iter::from_fn(|| call.poll_event()).collect()
     }
 
-    /// A call answered and ACKed at `t0`; returns it and the 200's To tag.
-    fn confirmed(t0: Instant) -> (Call, String) {
+    /// A call answered at `t0`, not yet ACKed; returns it and the 200's
+    /// To tag.
+    fn answered(t0: Instant) -> (Call, String) {
         let mut call = Call::new(
             t0,
             &invite(Some(&offer())),
@@ -1462,6 +1463,12 @@ mod tests {
         };
         assert_eq!(ok.content_type(), Some("application/sdp"));
         let tag = ok.to_tag().unwrap();
+        (call, tag)
+    }
+
+    /// A call answered and ACKed at `t0`; returns it and the 200's To tag.
+    fn confirmed(t0: Instant) -> (Call, String) {
+        let (mut call, tag) = answered(t0);
         let ack = parse_request(&builder(Method::Ack, 1, "ack", Some(&tag)).to_bytes());
         call.handle_sip(t0, &ack, source(), &OneId);
         assert!(call.has_media());
@@ -1614,17 +1621,7 @@ mod tests {
     #[test]
     fn info_digits_that_arrive_before_the_ack_are_kept_for_the_call() {
         let t0 = Instant::now();
-        let mut call = Call::new(
-            t0,
-            &invite(Some(&offer())),
-            source(),
-            config(Duration::ZERO),
-            catalog(),
-        );
-        let tag = match transmits(&mut call).last() {
-            Some(Message::Response(r)) if r.status() == 200 => r.to_tag().unwrap(),
-            other => panic!("expected the 200, got {other:?}"),
-        };
+        let (mut call, tag) = answered(t0);
         // The caller has our 200 and types; its ACK is late.
         let mut now = t0 + Duration::from_millis(10);
         for (cseq, c) in (2u32..).zip(format!("{VALID}#").chars()) {
