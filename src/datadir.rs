@@ -38,6 +38,23 @@ pub struct FolderLock {
     _file: File,
 }
 
+/// A fresh folder under the system's temporary folder, named
+/// `PREFIX-PID-N-NANOS` so runs in parallel (threads or processes) never
+/// share one. The caller removes it.
+pub fn temp_folder(prefix: &str) -> io::Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static FOLDER: AtomicU64 = AtomicU64::new(0);
+    let n = FOLDER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}-{nanos:09}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
 impl DataDir {
     /// Opens the folder, creating it (and `outbox/`) when missing.
     pub fn create(root: impl Into<PathBuf>) -> io::Result<Self> {

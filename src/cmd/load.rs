@@ -338,16 +338,7 @@ fn run_nonce() -> u64 {
 static FOLDER: AtomicU64 = AtomicU64::new(0);
 
 fn temp_folder() -> anyhow::Result<PathBuf> {
-    let n = FOLDER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    let dir =
-        std::env::temp_dir().join(format!("dialin-load-{}-{n}-{nanos:09}", std::process::id()));
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating a temporary data folder {}", dir.display()))?;
-    Ok(dir)
+    crate::datadir::temp_folder("dialin-load").context("creating a temporary data folder")
 }
 
 /// The IDs callers enter: the users' current IDs (the reset task replaces

@@ -216,25 +216,10 @@ pub async fn run_scenario(scenario: &Scenario, options: &RunOptions) -> Scenario
     }
 }
 
-static FOLDER: AtomicU64 = AtomicU64::new(0);
-
 /// A fresh folder under the system's temporary folder.
 fn temp_folder() -> Result<PathBuf, Failure> {
-    let n = FOLDER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    let dir =
-        std::env::temp_dir().join(format!("dialin-run-{}-{n}-{nanos:09}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        fail(
-            "",
-            "a temporary data folder",
-            format!("{}: {e}", dir.display()),
-        )
-    })?;
-    Ok(dir)
+    crate::datadir::temp_folder("dialin-run")
+        .map_err(|e| fail("", "a temporary data folder", e.to_string()))
 }
 
 async fn run_embedded(
