@@ -74,6 +74,20 @@ pub struct LoadArgs {
     /// How callers send their keys: rfc4733, info, inband, or mix (each call picks one).
     #[arg(long, default_value = "mix", value_parser = ["rfc4733", "info", "inband", "mix"])]
     pub dtmf: String,
+    /// How long each key is held: the tone or RFC 4733 event, or the INFO's
+    /// Duration (at least 40ms with inband or mix, 20ms with rfc4733).
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub dtmf_duration: std::time::Duration,
+    /// The pause between keys (at least 40ms with inband or mix). With
+    /// `--dtmf info --dtmf-duration 0 --dtmf-gap 0` each INFO goes as soon as
+    /// the previous one is answered, as SIPp's INFO scenario sends them.
+    #[arg(long, default_value = "60ms", value_parser = humantime::parse_duration)]
+    pub dtmf_gap: std::time::Duration,
+    /// Caller threads, each with its own SIP and RTP socket (default: one
+    /// per core). One is SIPp's shape, and the cheapest per call when the
+    /// bridge runs on the same cores.
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// The fraction of calls (0 to 1) that enter an invalid ID, half unknown
     /// and half revoked; they must be rejected.
     #[arg(long, default_value_t = 0.0)]

@@ -1,7 +1,9 @@
 //! `dialin load` through its library entry point: a short run on the
 //! embedded bridge with every DTMF method, invalid IDs and resets racing
 //! the calls (the shared-socket caller pool), and a run against a bridge
-//! that is already running, through its admin API (a socket per call). Correctness, not timing: no failure, no violation, and
+//! that is already running, through its admin API (a socket per call), and
+//! the SIPp-shaped flow of bench/compare.sh (INFO keys back to back, one
+//! caller thread). Correctness, not timing: no failure, no violation, and
 //! the counts add up.
 
 mod common;
@@ -99,6 +101,49 @@ async fn a_running_bridge_is_loaded_through_its_admin_api_with_info_digits() {
     assert_eq!(report.decision.count(), 40, "{report}");
     assert_eq!(report.jitter.count(), 0, "{report}");
     assert_eq!(bridge.monitor.active_calls(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sipp_shaped_flow_sends_keys_back_to_back_on_one_worker() {
+    // What bench/compare.sh runs: INFO keys each sent as the previous one
+    // is answered, no RTP, one caller thread; with invalid IDs and resets
+    // so that every call is judged.
+    let options = LoadOptions {
+        calls: Some(200),
+        rate: 200.0,
+        concurrency: 100,
+        dtmf: DtmfChoice::Info,
+        dtmf_duration: Duration::ZERO,
+        dtmf_gap: Duration::ZERO,
+        workers: Some(1),
+        mute_prompts: true,
+        invalid_ratio: 0.2,
+        reset_every: Some(Duration::from_millis(100)),
+        users: 20,
+        seed: 11,
+        ..LoadOptions::new()
+    };
+    let (_stop, stopped) = watch::channel(false);
+    let report = tokio::time::timeout(RUN_DEADLINE, run_load(options, stopped))
+        .await
+        .expect("the run ends within the deadline")
+        .expect("the run starts");
+    assert_eq!(report.failed, 0, "{report}");
+    assert_eq!(report.violations, 0, "{report}");
+    assert_eq!(report.undecided, 0, "{report}");
+    assert_eq!(
+        report.joined + report.rejected_invalid + report.rejected_reset,
+        200,
+        "{report}"
+    );
+    assert!(report.rejected_invalid > 0, "{report}");
+    // No audio either way; every `#` INFO's answer timed the decision.
+    assert_eq!(report.jitter.count(), 0, "{report}");
+    assert_eq!(report.decision.count(), 200, "{report}");
+    let json = report.to_json();
+    assert_eq!(json["settings"]["workers"], 1);
+    assert_eq!(json["settings"]["dtmf_gap_ms"], 0.0);
+    assert!(json["retransmissions"].is_u64(), "{json}");
 }
 
 #[tokio::test]

@@ -254,6 +254,7 @@ impl Caller {
             ladder: Vec::new(),
             rtp_sent: 0,
             rtp_received: 0,
+            retransmissions: 0,
             rtp_jitter: None,
             path: None,
             notes: Vec::new(),
@@ -934,6 +935,7 @@ impl Caller {
             self.invite.interval = self.invite.interval.saturating_mul(2);
             self.invite.retransmit_at = Some(now + self.invite.interval);
             let bytes = self.invite.bytes.clone();
+            self.report.retransmissions += 1;
             self.send_sip(now, bytes);
         }
     }
@@ -956,6 +958,7 @@ impl Caller {
             true
         });
         for bytes in resend {
+            self.report.retransmissions += 1;
             self.send_sip(now, bytes);
         }
         for purpose in given_up {

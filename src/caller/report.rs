@@ -154,6 +154,9 @@ pub struct CallReport {
     pub ladder: Vec<LadderEntry>,
     pub rtp_sent: u64,
     pub rtp_received: u64,
+    /// SIP requests sent again because their answer was late (Timers A
+    /// and E): none on a bridge that keeps up.
+    pub retransmissions: u64,
     /// The interarrival jitter of the bridge's audio (RFC 3550 A.8), once
     /// two packets came.
     pub rtp_jitter: Option<Duration>,
@@ -207,6 +210,7 @@ impl CallReport {
             "duration_ms": ms(self.duration),
             "rtp_sent": self.rtp_sent,
             "rtp_received": self.rtp_received,
+            "retransmissions": self.retransmissions,
             "rtp_jitter_ms": self.rtp_jitter.map(ms),
             "ladder": self.ladder.iter().map(|l| json!({
                 "at_ms": ms(l.at),
@@ -292,6 +296,13 @@ impl fmt::Display for CallReport {
             self.rtp_sent,
             self.rtp_received
         )?;
+        if self.retransmissions > 0 {
+            writeln!(
+                f,
+                "SIP retransmissions: {} (answers came late)",
+                self.retransmissions
+            )?;
+        }
         if let Some(p) = &self.path {
             writeln!(
                 f,

@@ -261,6 +261,7 @@ fn invite_is_retransmitted_on_timer_a_until_a_response_comes() {
     }
     // T1, then 2×T1, then 4×T1 after the previous one (RFC 3261 §17.1.1.2).
     assert_eq!(at, [500, 1500, 3500]);
+    assert_eq!(sim.caller.report().retransmissions, 3, "each one counted");
     let trying = invite.response(100, "Trying").to_bytes();
     sim.feed(&trying);
     sim.advance(ms(20_000));
@@ -406,6 +407,39 @@ fn info_digits_carry_dtmf_relay_bodies_and_rising_cseqs() {
 }
 
 #[test]
+fn info_keys_without_duration_or_gap_go_as_each_answer_comes() {
+    // SIPp's INFO scenario: the next INFO as soon as the previous one is
+    // answered, never two at once, and no time spent between them.
+    let mut dtmf = plan("1234567#", DtmfMethod::Info, DtmfStart::AfterAnswer(ms(0)));
+    dtmf.tone = Duration::ZERO;
+    for d in &mut dtmf.digits {
+        d.delay = Duration::ZERO;
+    }
+    let (mut sim, _invite) = answered(config(dtmf, HangUp::WaitForBye));
+    sim.advance(Duration::ZERO);
+    let mut digits = String::new();
+    for _ in 0..8 {
+        let sent = sim.take_sip();
+        assert_eq!(sent.len(), 1, "one INFO at a time: {sent:?}");
+        let info = &sent[0];
+        let event = parse_info(info.content_type().unwrap(), info.body()).unwrap();
+        digits.push(event.digit.as_char());
+        sim.advance(Duration::ZERO);
+        assert!(
+            sim.take_sip().is_empty(),
+            "the next key waits for the answer"
+        );
+        sim.feed(&info.response(200, "OK").to_bytes());
+        sim.advance(Duration::ZERO);
+    }
+    assert_eq!(digits, "1234567#");
+    assert_eq!(sim.now, sim.t0, "no time passed between the keys");
+    let report = sim.caller.report();
+    assert!(report.digits.iter().all(|d| d.at.is_zero()));
+    assert_eq!(report.retransmissions, 0);
+}
+
+#[test]
 fn an_unanswered_info_is_retransmitted_on_timer_e() {
     let dtmf = plan(
         "5",
@@ -425,6 +459,7 @@ fn an_unanswered_info_is_retransmitted_on_timer_e() {
     }
     // 500 ms, then doubling up to T2 = 4 s (§17.1.2.2).
     assert_eq!(at, [500, 1500, 3500, 7500]);
+    assert_eq!(sim.caller.report().retransmissions, 4);
 }
 
 #[test]

@@ -21,6 +21,7 @@
 //! ([`Client::local`]) for the embedded bridge, over HTTP for `--target`, so
 //! both modes share one code path.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -32,7 +33,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -53,11 +54,8 @@ use crate::net::pool::{CallerPool, PoolCall, stopped};
 use crate::net::server::{ServeOptions, Server};
 use crate::net::sip::SipOptions;
 
-/// How long each key is held: every detector's minimum with room (in-band
-/// needs 40 ms of tone), shorter than a person's press to keep calls short.
-const TONE: Duration = Duration::from_millis(100);
-/// The pause between keys.
-const GAP: Duration = Duration::from_millis(60);
+/// The first key comes this long after the answer, at most.
+const FIRST_KEY_AFTER: Duration = Duration::from_millis(20);
 /// When the decision is not listened for: hang up this long after `#`
 /// started (the key's own length plus the bridge's handling of it)...
 const MUTED_HOLD: Duration = Duration::from_millis(400);
@@ -123,6 +121,9 @@ fn options_of(args: LoadArgs) -> anyhow::Result<LoadOptions> {
         duration: args.duration,
         concurrency: args.concurrency,
         dtmf: DtmfChoice::parse(&args.dtmf)?,
+        dtmf_duration: args.dtmf_duration,
+        dtmf_gap: args.dtmf_gap,
+        workers: args.workers,
         invalid_ratio: args.invalid_ratio,
         reset_every: args.reset_every,
         users: args.users,
@@ -599,7 +600,7 @@ async fn drive(
     let pool = if options.socket_per_call {
         None
     } else {
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workers = options.worker_count();
         Some(
             CallerPool::start(remote, local_ip, workers, prompts.clone(), stop.clone())
                 .await
@@ -631,6 +632,15 @@ async fn drive(
         .map(|every| tokio::spawn(run_resets(shared.clone(), every, rng.next_u64())));
 
     let permits = Arc::new(Semaphore::new(options.concurrency));
+    let (batch, collector) = match &shared.pool {
+        Some(_) => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let in_flight = Arc::new(InFlight::default());
+            let task = tokio::spawn(collect(shared.clone(), in_flight.clone(), rx));
+            (Some((tx, in_flight)), Some(task))
+        }
+        None => (None, None),
+    };
     let mut behind = Duration::ZERO;
     let mut last_start = Duration::ZERO;
     let mut n = 0u64;
@@ -650,27 +660,49 @@ async fn drive(
         behind = behind.max(Instant::now().saturating_duration_since(due));
         last_start = shared.t0.elapsed();
         let seed = rng.next_u64();
-        let shared = shared.clone();
         shared.counters.started.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            let summary = one_call(&shared, n, seed).await;
-            if summary.failure.is_some() {
-                shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+        match (&shared.pool, &batch) {
+            // The pool's calls need no task each: their results come on one
+            // queue, which `collect` reads.
+            (Some(pool), Some((ended, in_flight))) => {
+                let placing = prepare(&shared, n, seed);
+                let call = placing.pool_call(&shared);
+                in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(n, (placing, Instant::now(), permit));
+                if let Err(e) = pool.submit(call, n, ended) {
+                    let entry = in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&n);
+                    if let Some((placing, start, permit)) = entry
+                        && let Concluded::Done(summary) = conclude(&shared, placing, start, Err(e))
+                    {
+                        record(&shared, summary, permit);
+                    }
+                }
             }
-            shared.counters.completed.fetch_add(1, Ordering::Relaxed);
-            shared
-                .summaries
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(summary);
-            drop(permit);
-        });
+            _ => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let summary = one_call(&shared, n, seed).await;
+                    record(&shared, summary, permit);
+                });
+            }
+        }
         n += 1;
     }
     // Every slot back means every call ended.
     let drain = options.call_timeout + HANG_UP_GRACE + RECORD_WAIT + Duration::from_secs(5);
     let slots = u32::try_from(options.concurrency).unwrap_or(u32::MAX);
     let drained = tokio::time::timeout(drain, permits.acquire_many(slots)).await;
+    // Every call has ended (or is left out): the collector is done.
+    drop(batch);
+    if let Some(task) = collector {
+        task.abort();
+        let _ = task.await;
+    }
     let elapsed = shared.t0.elapsed();
     if let Some(task) = resets {
         // Every call has ended: a reset cut short now affects none of them.
@@ -720,6 +752,9 @@ async fn drive(
         "duration_s": options.duration.map(|d| d.as_secs_f64()),
         "concurrency": options.concurrency,
         "dtmf": format!("{:?}", options.dtmf).to_lowercase(),
+        "dtmf_duration_ms": options.dtmf_duration.as_secs_f64() * 1000.0,
+        "dtmf_gap_ms": options.dtmf_gap.as_secs_f64() * 1000.0,
+        "workers": options.worker_count(),
         "invalid_ratio": options.invalid_ratio,
         "reset_every_s": options.reset_every.map(|d| d.as_secs_f64()),
         "users": options.users,
@@ -776,13 +811,24 @@ async fn run_resets(shared: Arc<Shared>, every: Duration, seed: u64) {
     }
 }
 
-/// Places one call and says what happened.
-async fn one_call(shared: &Shared, n: u64, seed: u64) -> CallSummary {
+/// One call about to be placed: what its end is judged against.
+struct Placing {
+    n: u64,
+    summary: CallSummary,
+    dtmf: DtmfPlan,
+    hang_up: HangUp,
+    /// Seeds the Call-ID: mixed with the run's nonce so that two runs with
+    /// one --seed against one bridge never share a Call-ID.
+    call_seed: u64,
+}
+
+/// Picks the call's ID and DTMF method, and how it ends.
+fn prepare(shared: &Shared, n: u64, seed: u64) -> Placing {
     let mut rng = StdRng::seed_from_u64(seed);
     let options = &shared.options;
     let (id, kind) = shared.ids.pick(&mut rng, options.invalid_ratio);
     let method = options.dtmf.method(rng.random_range(0..3u8));
-    let mut summary = CallSummary {
+    let summary = CallSummary {
         id,
         kind,
         failure: None,
@@ -793,8 +839,9 @@ async fn one_call(shared: &Shared, n: u64, seed: u64) -> CallSummary {
         decision_latency: None,
         whole: None,
         jitter: None,
+        retransmissions: 0,
     };
-    let dtmf = plan(id, method);
+    let dtmf = plan(id, method, options.dtmf_duration, options.dtmf_gap);
     // Waiting to hear the decision is only worth it when the prompts play
     // (the embedded bridge unmuted) or when they are the only way to learn
     // it (a target without admin access); otherwise the bridge's record
@@ -814,32 +861,46 @@ async fn one_call(shared: &Shared, n: u64, seed: u64) -> CallSummary {
         hold: Duration::ZERO,
         limit,
     };
-    // The seed makes the Call-ID: mixed with the run's nonce so that two
-    // runs with one --seed against one bridge never share a Call-ID.
-    let call_seed = rng.next_u64() ^ shared.nonce;
+    Placing {
+        n,
+        summary,
+        dtmf,
+        hang_up,
+        call_seed: rng.next_u64() ^ shared.nonce,
+    }
+}
+
+impl Placing {
+    fn pool_call(&self, shared: &Shared) -> PoolCall {
+        PoolCall {
+            target: shared.target.clone(),
+            dtmf: self.dtmf.clone(),
+            hang_up: self.hang_up,
+            timeout: shared.options.call_timeout,
+            seed: self.call_seed,
+            send_silence: shared.options.sends_silence(),
+        }
+    }
+}
+
+/// Places one call on its own sockets (or through the pool, one task per
+/// call) and says what happened.
+async fn one_call(shared: &Shared, n: u64, seed: u64) -> CallSummary {
+    let placing = prepare(shared, n, seed);
     let start = Instant::now();
     let placed = match &shared.pool {
-        Some(pool) => {
-            pool.call(PoolCall {
-                target: shared.target.clone(),
-                dtmf,
-                hang_up,
-                timeout: options.call_timeout,
-                seed: call_seed,
-                send_silence: options.sends_silence(),
-            })
-            .await
-        }
+        Some(pool) => pool.call(placing.pool_call(shared)).await,
         None => {
+            let options = &shared.options;
             let mut config = CallConfig::new(shared.target.clone());
             config.remote = Some(shared.remote);
             config.local_ip = Some(shared.local_ip);
-            config.dtmf = dtmf;
-            config.hang_up = hang_up;
+            config.dtmf = placing.dtmf.clone();
+            config.hang_up = placing.hang_up;
             config.timeout = options.call_timeout;
             config.prompts = Some(shared.prompts.clone());
             config.send_silence = options.sends_silence();
-            config.seed = Some(call_seed);
+            config.seed = Some(placing.call_seed);
             let mut stop = shared.stop.clone();
             place_call(config, async move {
                 stopped(&mut stop).await;
@@ -847,6 +908,30 @@ async fn one_call(shared: &Shared, n: u64, seed: u64) -> CallSummary {
             .await
         }
     };
+    match conclude(shared, placing, start, placed) {
+        Concluded::Done(summary) => summary,
+        Concluded::Check(summary, call_id, heard) => {
+            check_decision(shared, summary, &call_id, heard).await
+        }
+    }
+}
+
+/// What a call's end leaves to do.
+enum Concluded {
+    Done(CallSummary),
+    /// The bridge's record of the call (this Call-ID) is to be read for
+    /// its decision; what the caller heard stands in if none comes.
+    Check(CallSummary, String, Option<Decision>),
+}
+
+/// Classifies a placed call's result; `start` is when it was placed.
+fn conclude(
+    shared: &Shared,
+    placing: Placing,
+    start: Instant,
+    placed: Result<CallReport, CallError>,
+) -> Concluded {
+    let Placing { n, mut summary, .. } = placing;
     let ended = Instant::now();
     let offset = |d: Duration| start.saturating_duration_since(shared.t0) + d;
     let report = match placed {
@@ -854,30 +939,27 @@ async fn one_call(shared: &Shared, n: u64, seed: u64) -> CallSummary {
         Err(CallError::Timeout { report, .. }) => {
             fill_latencies(&mut summary, &report);
             summary.failure = Some(Cause::Timeout);
-            return summary;
+            return Concluded::Done(summary);
         }
         Err(e) => {
             let kind = error_kind(&e);
             tracing::debug!(error = %format!("{:#}", anyhow::Error::new(e)), "a call failed");
             summary.failure = Some(Cause::Transport(kind.into()));
-            return summary;
+            return Concluded::Done(summary);
         }
     };
     fill_latencies(&mut summary, &report);
-    match &report.outcome {
-        Outcome::Completed => {}
-        Outcome::Rejected { status, .. } => {
-            summary.failure = Some(Cause::SipStatus(*status));
-            return summary;
-        }
-        Outcome::NoAnswer => {
-            summary.failure = Some(Cause::NoAnswer);
-            return summary;
-        }
+    let failure = match &report.outcome {
+        Outcome::Completed => None,
+        Outcome::Rejected { status, .. } => Some(Cause::SipStatus(*status)),
+        Outcome::NoAnswer => Some(Cause::NoAnswer),
         Outcome::Cancelled | Outcome::Failed { .. } | Outcome::InProgress => {
-            summary.failure = Some(Cause::CallFailed);
-            return summary;
+            Some(Cause::CallFailed)
         }
+    };
+    if failure.is_some() {
+        summary.failure = failure;
+        return Concluded::Done(summary);
     }
     summary.hash_sent = report
         .digits
@@ -889,26 +971,88 @@ async fn one_call(shared: &Shared, n: u64, seed: u64) -> CallSummary {
     // time the call was over.
     summary.decided_by = Some(ended.saturating_duration_since(shared.t0));
     let checked = n.is_multiple_of(shared.options.check_interval());
-    summary.decision = match shared.admin.as_ref().filter(|_| checked) {
-        Some(admin) => match admin.decision(&report.call_id).await {
-            Ok(Some(d)) => Some(d),
-            Ok(None) => heard_decision(&report).or_else(|| {
-                summary.failure = Some(Cause::NoDecision);
-                None
-            }),
-            Err(cause) => {
-                summary.failure = Some(cause);
-                None
-            }
-        },
-        None => heard_decision(&report),
+    if shared.admin.is_some() && checked {
+        let heard = heard_decision(&report);
+        return Concluded::Check(summary, report.call_id, heard);
+    }
+    summary.decision = heard_decision(&report);
+    Concluded::Done(summary)
+}
+
+/// Reads the bridge's decision on the call from its record.
+async fn check_decision(
+    shared: &Shared,
+    mut summary: CallSummary,
+    call_id: &str,
+    heard: Option<Decision>,
+) -> CallSummary {
+    let Some(admin) = &shared.admin else {
+        summary.decision = heard;
+        return summary;
+    };
+    summary.decision = match admin.decision(call_id).await {
+        Ok(Some(d)) => Some(d),
+        Ok(None) => heard.or_else(|| {
+            summary.failure = Some(Cause::NoDecision);
+            None
+        }),
+        Err(cause) => {
+            summary.failure = Some(cause);
+            None
+        }
     };
     summary
 }
 
+/// Records a call's summary and frees its slot.
+fn record(shared: &Shared, summary: CallSummary, permit: OwnedSemaphorePermit) {
+    if summary.failure.is_some() {
+        shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+    }
+    shared.counters.completed.fetch_add(1, Ordering::Relaxed);
+    shared
+        .summaries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(summary);
+    drop(permit);
+}
+
+/// Calls handed to the pool, by tag, until their results come.
+type InFlight = Mutex<HashMap<u64, (Placing, Instant, OwnedSemaphorePermit)>>;
+
+/// Receives the pool's results and concludes each call; a call whose
+/// record is to be read gets a task of its own for that.
+async fn collect(
+    shared: Arc<Shared>,
+    in_flight: Arc<InFlight>,
+    mut ended: mpsc::UnboundedReceiver<(u64, Result<CallReport, CallError>)>,
+) {
+    while let Some((tag, placed)) = ended.recv().await {
+        let Some((placing, start, permit)) = in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&tag)
+        else {
+            continue;
+        };
+        match conclude(&shared, placing, start, placed) {
+            Concluded::Done(summary) => record(&shared, summary, permit),
+            Concluded::Check(summary, call_id, heard) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let summary = check_decision(&shared, summary, &call_id, heard).await;
+                    record(&shared, summary, permit);
+                });
+            }
+        }
+    }
+}
+
 /// The digits of `id` and `#`, pressed right after the answer (barge-in:
-/// the attendant takes keys during the welcome prompt).
-fn plan(id: ConferenceId, method: DtmfMethod) -> DtmfPlan {
+/// the attendant takes keys during the welcome prompt): each held for
+/// `duration`, `gap` apart, the first at most 20 ms after the answer.
+fn plan(id: ConferenceId, method: DtmfMethod, duration: Duration, gap: Duration) -> DtmfPlan {
     let digits = id
         .to_string()
         .chars()
@@ -917,14 +1061,14 @@ fn plan(id: ConferenceId, method: DtmfMethod) -> DtmfPlan {
         .enumerate()
         .map(|(i, digit)| PlannedDigit {
             digit,
-            delay: if i == 0 { Duration::ZERO } else { GAP },
+            delay: if i == 0 { Duration::ZERO } else { gap },
         })
         .collect();
     DtmfPlan {
         digits,
         method,
-        start: DtmfStart::AfterAnswer(Duration::from_millis(20)),
-        tone: TONE,
+        start: DtmfStart::AfterAnswer(gap.min(FIRST_KEY_AFTER)),
+        tone: duration,
     }
 }
 
@@ -941,6 +1085,7 @@ fn fill_latencies(summary: &mut CallSummary, report: &CallReport) {
     summary.answer = report.answer_time;
     summary.decision_latency = report.decision_time.or_else(|| info_answer_time(report));
     summary.whole = Some(report.duration);
+    summary.retransmissions = report.retransmissions;
     summary.jitter = report.rtp_jitter;
 }
 
@@ -1064,12 +1209,25 @@ mod tests {
 
     #[test]
     fn the_plan_presses_the_id_then_pound_right_after_the_answer() {
-        let plan = plan("0012345".parse().unwrap(), DtmfMethod::Info);
-        assert_eq!(plan.text(), "0012345#");
-        assert_eq!(plan.digits[0].delay, Duration::ZERO);
-        assert!(plan.digits[1..].iter().all(|d| d.delay == GAP));
-        assert_eq!(plan.tone, TONE);
-        assert_eq!(plan.method, DtmfMethod::Info);
+        let ms = Duration::from_millis;
+        let person = plan(
+            "0012345".parse().unwrap(),
+            DtmfMethod::Info,
+            ms(100),
+            ms(60),
+        );
+        assert_eq!(person.text(), "0012345#");
+        assert_eq!(person.digits[0].delay, Duration::ZERO);
+        assert!(person.digits[1..].iter().all(|d| d.delay == ms(60)));
+        assert_eq!(person.tone, ms(100));
+        assert_eq!(person.method, DtmfMethod::Info);
+        assert_eq!(person.start, DtmfStart::AfterAnswer(ms(20)));
+        // Back to back: no pause anywhere, each INFO waits only for the
+        // previous one's answer.
+        let burst = plan("0012345".parse().unwrap(), DtmfMethod::Info, ms(0), ms(0));
+        assert!(burst.digits.iter().all(|d| d.delay.is_zero()));
+        assert_eq!(burst.start, DtmfStart::AfterAnswer(Duration::ZERO));
+        assert_eq!(burst.tone, Duration::ZERO);
     }
 
     #[test]
@@ -1136,6 +1294,7 @@ mod tests {
             ],
             rtp_sent: 0,
             rtp_received: 0,
+            retransmissions: 0,
             rtp_jitter: None,
             path: None,
             notes: Vec::new(),

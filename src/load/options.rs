@@ -78,6 +78,26 @@ pub enum OptionsError {
     TargetNeedsIds,
     #[error("--{0} is only for --target: the embedded bridge has its own")]
     OnlyWithTarget(&'static str),
+    #[error(
+        "--dtmf-duration {got:?} is out of range for --dtmf {dtmf}: give {min:?} to {max:?} (in-band tones need 40ms to be heard, an RFC 4733 event one 20ms packet)",
+        max = LoadOptions::MAX_DTMF_DURATION
+    )]
+    DtmfDuration {
+        got: Duration,
+        dtmf: &'static str,
+        min: Duration,
+    },
+    #[error(
+        "--dtmf-gap {got:?} is out of range for --dtmf {dtmf}: give {min:?} to {max:?} (in-band keys need 40ms of silence between them; past {max:?} the bridge's inter-digit timeout may end the entry)",
+        max = LoadOptions::MAX_DTMF_GAP
+    )]
+    DtmfGap {
+        got: Duration,
+        dtmf: &'static str,
+        min: Duration,
+    },
+    #[error("--workers {0} is out of range: give 1 to {max}, or leave it out for one per core", max = LoadOptions::MAX_WORKERS)]
+    Workers(usize),
 }
 
 /// The options of one load run. [`LoadOptions::new`] gives the defaults
@@ -102,6 +122,15 @@ pub struct LoadOptions {
     /// Calls at once, at most: the schedule waits for a free slot.
     pub concurrency: usize,
     pub dtmf: DtmfChoice,
+    /// How long each key is held (the tone or event, or the INFO's
+    /// `Duration`); the next key waits for it.
+    pub dtmf_duration: Duration,
+    /// The pause after each key before the next, and after the answer
+    /// before the first (that one at most 20 ms). An INFO key also waits
+    /// for the previous INFO's answer.
+    pub dtmf_gap: Duration,
+    /// Caller threads (each with its own sockets); `None`: one per core.
+    pub workers: Option<usize>,
     /// The fraction of calls that enter an invalid ID (unknown or revoked,
     /// half each).
     pub invalid_ratio: f64,
@@ -135,6 +164,10 @@ impl LoadOptions {
     pub const MAX_RATE: f64 = 100_000.0;
     pub const MAX_CONCURRENCY: usize = 100_000;
     pub const MAX_USERS: usize = 100_000;
+    pub const MAX_WORKERS: usize = 256;
+    pub const MAX_DTMF_DURATION: Duration = Duration::from_secs(2);
+    /// Below the bridge's 5 s inter-digit timeout.
+    pub const MAX_DTMF_GAP: Duration = Duration::from_secs(4);
     /// Calls when neither `--calls` nor `--duration` is given.
     pub const DEFAULT_CALLS: u64 = 100;
 
@@ -150,6 +183,9 @@ impl LoadOptions {
             duration: None,
             concurrency: 500,
             dtmf: DtmfChoice::Mix,
+            dtmf_duration: Duration::from_millis(100),
+            dtmf_gap: Duration::from_millis(60),
+            workers: None,
             invalid_ratio: 0.0,
             reset_every: None,
             users: 100,
@@ -199,6 +235,12 @@ impl LoadOptions {
         if self.call_timeout < Duration::from_secs(1) {
             return Err(OptionsError::CallTimeout(self.call_timeout));
         }
+        self.validate_keys()?;
+        if let Some(n) = self.workers
+            && !(1..=Self::MAX_WORKERS).contains(&n)
+        {
+            return Err(OptionsError::Workers(n));
+        }
         let admin = self.admin.is_some() && self.token.is_some();
         if self.target.is_some() {
             if self.reset_every.is_some() && !admin {
@@ -219,6 +261,41 @@ impl LoadOptions {
             }
         }
         Ok(())
+    }
+
+    /// Key timing: what each method needs to be heard. INFO needs no
+    /// audio, so `--dtmf info --dtmf-duration 0 --dtmf-gap 0` sends each
+    /// key as soon as the previous one is answered, as SIPp's INFO
+    /// scenario does.
+    fn validate_keys(&self) -> Result<(), OptionsError> {
+        let ms = Duration::from_millis;
+        let (dtmf, min_duration, min_gap) = match self.dtmf {
+            DtmfChoice::Info => ("info", Duration::ZERO, Duration::ZERO),
+            DtmfChoice::Rfc4733 => ("rfc4733", ms(20), Duration::ZERO),
+            DtmfChoice::Inband => ("inband", ms(40), ms(40)),
+            DtmfChoice::Mix => ("mix", ms(40), ms(40)),
+        };
+        if !(min_duration..=Self::MAX_DTMF_DURATION).contains(&self.dtmf_duration) {
+            return Err(OptionsError::DtmfDuration {
+                got: self.dtmf_duration,
+                dtmf,
+                min: min_duration,
+            });
+        }
+        if !(min_gap..=Self::MAX_DTMF_GAP).contains(&self.dtmf_gap) {
+            return Err(OptionsError::DtmfGap {
+                got: self.dtmf_gap,
+                dtmf,
+                min: min_gap,
+            });
+        }
+        Ok(())
+    }
+
+    /// Caller threads: `--workers`, or one per core.
+    pub fn worker_count(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
     }
 
     /// Read the bridge's record of 1 call in this many.
@@ -265,6 +342,64 @@ mod tests {
             ..LoadOptions::new()
         };
         assert_eq!(timed.calls_bound(), None);
+    }
+
+    #[test]
+    fn key_timing_is_checked_against_what_each_method_needs() {
+        let ms = Duration::from_millis;
+        let with = |dtmf, duration, gap| LoadOptions {
+            dtmf,
+            dtmf_duration: duration,
+            dtmf_gap: gap,
+            ..LoadOptions::new()
+        };
+        // INFO needs no audio: back to back is fine, as SIPp sends them.
+        assert_eq!(with(DtmfChoice::Info, ms(0), ms(0)).validate(), Ok(()));
+        assert_eq!(with(DtmfChoice::Rfc4733, ms(20), ms(0)).validate(), Ok(()));
+        let err = with(DtmfChoice::Rfc4733, ms(10), ms(0))
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--dtmf-duration 10ms") && err.contains("rfc4733"),
+            "{err}"
+        );
+        assert!(err.contains("give 20ms to 2s"), "{err}");
+        // In-band (and mix, which has in-band calls) needs tone and silence.
+        for dtmf in [DtmfChoice::Inband, DtmfChoice::Mix] {
+            assert!(matches!(
+                with(dtmf, ms(30), ms(60)).validate(),
+                Err(OptionsError::DtmfDuration { .. })
+            ));
+            let err = with(dtmf, ms(100), ms(0))
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("--dtmf-gap 0ns") && err.contains("40ms of silence"),
+                "{err}"
+            );
+        }
+        let long = with(DtmfChoice::Info, ms(0), Duration::from_secs(6));
+        let err = long.validate().unwrap_err().to_string();
+        assert!(err.contains("inter-digit timeout"), "{err}");
+        let workers = LoadOptions {
+            workers: Some(0),
+            ..LoadOptions::new()
+        };
+        let err = workers.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--workers 0") && err.contains("one per core"),
+            "{err}"
+        );
+        assert_eq!(
+            LoadOptions {
+                workers: Some(1),
+                ..LoadOptions::new()
+            }
+            .worker_count(),
+            1
+        );
     }
 
     #[test]

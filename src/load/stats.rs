@@ -82,6 +82,8 @@ pub struct CallSummary {
     pub whole: Option<Duration>,
     /// RFC 3550 interarrival jitter of the bridge's audio.
     pub jitter: Option<Duration>,
+    /// SIP requests the caller sent again (Timers A and E).
+    pub retransmissions: u64,
 }
 
 /// How one call ended, for the counts.
@@ -203,6 +205,11 @@ pub struct LoadReport {
     pub undecided: u64,
     pub failed: u64,
     pub violations: u64,
+    /// SIP requests the callers sent again because an answer was late;
+    /// as for SIPp, a rate is held only with none.
+    pub retransmissions: u64,
+    /// Calls that sent at least one retransmission.
+    pub calls_retransmitting: u64,
     pub failures: BTreeMap<String, u64>,
     /// Calls started with each kind of ID.
     pub by_kind: BTreeMap<&'static str, u64>,
@@ -237,6 +244,10 @@ impl LoadReport {
 
     fn add(&mut self, judge: &Judge, call: &CallSummary) {
         self.calls += 1;
+        self.retransmissions += call.retransmissions;
+        if call.retransmissions > 0 {
+            self.calls_retransmitting += 1;
+        }
         *self.by_kind.entry(call.kind.as_str()).or_default() += 1;
         match classify(judge, call) {
             Classified::Joined => self.joined += 1,
@@ -312,6 +323,8 @@ impl LoadReport {
             "failures": self.failures,
             "resets": self.resets,
             "violations": self.violations,
+            "retransmissions": self.retransmissions,
+            "calls_retransmitting": self.calls_retransmitting,
             "latency": {
                 "invite_to_200": self.answer.to_json(),
                 "hash_to_decision": self.decision.to_json(),
@@ -365,6 +378,17 @@ impl fmt::Display for LoadReport {
             "resets during the run: {}, revocation violations: {}",
             self.resets, self.violations
         )?;
+        writeln!(
+            f,
+            "SIP retransmissions: {} (from {} calls){}",
+            self.retransmissions,
+            self.calls_retransmitting,
+            if self.retransmissions > 0 {
+                ": answers came late, the bridge or this machine did not keep up"
+            } else {
+                ""
+            }
+        )?;
         writeln!(f, "latency:")?;
         writeln!(f, "{}", self.answer.line("INVITE → 200"))?;
         writeln!(f, "{}", self.decision.line("# → decision"))?;
@@ -407,7 +431,33 @@ mod tests {
             decision_latency: Some(ms(2)),
             whole: Some(ms(300)),
             jitter: None,
+            retransmissions: 0,
         }
+    }
+
+    #[test]
+    fn retransmissions_are_summed_and_named_in_the_report() {
+        let judge = Judge::new();
+        let mut late = call("1234567", IdKind::Valid, Some(Decision::Accepted));
+        late.retransmissions = 2;
+        let quiet = call("1234567", IdKind::Valid, Some(Decision::Accepted));
+        let report = LoadReport::build(&judge, &[late, quiet], ms(1000));
+        assert_eq!(
+            (report.retransmissions, report.calls_retransmitting),
+            (2, 1)
+        );
+        assert_eq!(report.to_json()["retransmissions"], 2);
+        let text = report.to_string();
+        assert!(
+            text.contains("SIP retransmissions: 2 (from 1 calls)"),
+            "{text}"
+        );
+        let clean = LoadReport::build(&judge, &[call("1234567", IdKind::Valid, None)], ms(10));
+        assert!(
+            clean
+                .to_string()
+                .contains("SIP retransmissions: 0 (from 0 calls)\n")
+        );
     }
 
     #[test]

@@ -2,13 +2,17 @@
 //!
 //! [`super::caller::place_call`] binds two sockets per call, which at
 //! thousands of calls per second costs more system time than the calls
-//! themselves. A [`CallerPool`] runs one worker task per core; each worker
-//! owns one SIP and one RTP socket on loopback (or the route to the
-//! target), keeps its calls' [`Caller`] cores in a map by Call-ID, routes
-//! SIP by Call-ID and RTP by the bridge's source address (one RTP port per
-//! call at the bridge), and sleeps until the earliest deadline of its calls.
-//! A reader task per socket drains the kernel buffer into a queue at once,
-//! so a busy worker does not make the kernel drop datagrams.
+//! themselves. A [`CallerPool`] runs one worker per core, each on its own
+//! thread with its own single-threaded runtime: a worker owns one SIP and
+//! one RTP socket on loopback (or the route to the target), keeps its calls'
+//! [`Caller`] cores in a slab, routes SIP by Call-ID and RTP by the bridge's
+//! source address (one RTP port per call at the bridge), and sleeps until
+//! the earliest deadline of its calls or a datagram.
+//!
+//! A worker reads its sockets itself, draining each one while it is
+//! readable: no task or queue between the kernel and the caller core, and no
+//! thread hand-off per datagram. Large socket buffers
+//! ([`SOCKET_BUFFER`]) hold what arrives while the worker is busy.
 //!
 //! UDP only. All decisions stay in the caller core; this moves datagrams.
 
@@ -33,6 +37,16 @@ use crate::sip::framing::{Limits, check_datagram};
 use crate::sip::message::{self, Message, SipHeaders};
 use crate::sip::transaction::TimerConfig;
 
+/// The receive and send buffer asked for each of a worker's sockets: what
+/// arrives while the worker handles a burst waits here instead of being
+/// dropped by the kernel (which would cost a retransmission).
+pub const SOCKET_BUFFER: usize = 4 << 20;
+/// Datagrams read from one socket before the worker looks at its timers
+/// and new calls again.
+const DRAIN_BATCH: usize = 64;
+/// New calls taken from the queue in one turn.
+const START_BATCH: usize = 64;
+
 /// One call for the pool.
 #[derive(Debug, Clone)]
 pub struct PoolCall {
@@ -48,7 +62,30 @@ pub struct PoolCall {
     pub send_silence: bool,
 }
 
-type Reply = oneshot::Sender<Result<CallReport, CallError>>;
+/// How a call's end is told: to the one placing it ([`CallerPool::call`]),
+/// or as `(tag, result)` on a queue many calls share
+/// ([`CallerPool::submit`]), which wakes the reader once per batch rather
+/// than once per call.
+enum Reply {
+    Once(oneshot::Sender<Result<CallReport, CallError>>),
+    Tagged(u64, Ended),
+}
+
+/// Where [`CallerPool::submit`]ted calls end up: `(tag, result)`.
+pub type Ended = mpsc::UnboundedSender<(u64, Result<CallReport, CallError>)>;
+
+impl Reply {
+    fn send(self, result: Result<CallReport, CallError>) {
+        match self {
+            Reply::Once(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Tagged(tag, tx) => {
+                let _ = tx.send((tag, result));
+            }
+        }
+    }
+}
 
 /// The handle calls are placed through; cheap to clone.
 #[derive(Clone)]
@@ -58,9 +95,10 @@ pub struct CallerPool {
 }
 
 impl CallerPool {
-    /// Binds `workers` pairs of sockets on `local_ip` and starts the
-    /// workers. They run until every handle is dropped and their calls
-    /// are over; `stop` turning true hangs every call up.
+    /// Binds `workers` pairs of sockets on `local_ip` and starts each
+    /// worker on a thread of its own. They run until every handle is
+    /// dropped and their calls are over; `stop` turning true hangs every
+    /// call up.
     pub async fn start(
         remote: SocketAddr,
         local_ip: IpAddr,
@@ -69,12 +107,51 @@ impl CallerPool {
         stop: watch::Receiver<bool>,
     ) -> Result<CallerPool, CallError> {
         let mut senders = Vec::with_capacity(workers.max(1));
-        for _ in 0..workers.max(1) {
-            let sip = bind(local_ip).await?;
-            let rtp = bind(local_ip).await?;
+        for n in 0..workers.max(1) {
+            let sip = bind(local_ip)?;
+            let rtp = bind(local_ip)?;
             let (tx, rx) = mpsc::unbounded_channel();
-            let worker = Worker::new(sip, rtp, remote, prompts.clone())?;
-            tokio::spawn(worker.run(rx, stop.clone()));
+            let prompts = prompts.clone();
+            let stop = stop.clone();
+            let (ready_tx, ready_rx) = oneshot::channel();
+            let spawned = std::thread::Builder::new()
+                .name(format!("dialin-caller-{n}"))
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(CallError::Bind {
+                                addr: SocketAddr::new(local_ip, 0),
+                                source: e,
+                            }));
+                            return;
+                        }
+                    };
+                    runtime.block_on(async move {
+                        match Worker::new(sip, rtp, remote, prompts) {
+                            Ok(worker) => {
+                                let _ = ready_tx.send(Ok(()));
+                                worker.run(rx, stop).await;
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                            }
+                        }
+                    });
+                });
+            if let Err(source) = spawned {
+                return Err(CallError::Bind {
+                    addr: SocketAddr::new(local_ip, 0),
+                    source,
+                });
+            }
+            ready_rx.await.map_err(|_| CallError::Bind {
+                addr: SocketAddr::new(local_ip, 0),
+                source: std::io::Error::other("the caller pool's worker did not start"),
+            })??;
             senders.push(tx);
         }
         Ok(CallerPool {
@@ -91,50 +168,38 @@ impl CallerPool {
             local: SocketAddr::from(([0, 0, 0, 0], 0)),
             source: std::io::Error::other("the caller pool's worker stopped"),
         };
-        self.workers[n].send((call, tx)).map_err(|_| gone())?;
+        self.workers[n]
+            .send((call, Reply::Once(tx)))
+            .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
-}
 
-async fn bind(ip: IpAddr) -> Result<Arc<UdpSocket>, CallError> {
-    let addr = SocketAddr::new(ip, 0);
-    UdpSocket::bind(addr)
-        .await
-        .map(Arc::new)
-        .map_err(|source| CallError::Bind { addr, source })
-}
-
-/// What a reader task hands its worker.
-enum Datagram {
-    Sip(Vec<u8>, SocketAddr),
-    Rtp(Vec<u8>, SocketAddr),
-}
-
-/// Drains one socket into the worker's queue until the worker is gone.
-async fn read_socket(socket: Arc<UdpSocket>, sip: bool, tx: mpsc::UnboundedSender<Datagram>) {
-    let mut buf = vec![0u8; Limits::default().max_message + 1];
-    loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((len, from)) => {
-                let bytes = buf[..len].to_vec();
-                let d = if sip {
-                    Datagram::Sip(bytes, from)
-                } else {
-                    Datagram::Rtp(bytes, from)
-                };
-                if tx.send(d).is_err() {
-                    return;
-                }
-            }
-            // ICMP errors from earlier sends (a closed port at the bridge)
-            // are the calls' timers' business.
-            Err(e) if is_transient(&e) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "the caller pool can't receive");
-                return;
-            }
-        }
+    /// Places one call on the next worker; its result comes on `ended`
+    /// with `tag`. Fails only when the worker has stopped.
+    pub fn submit(&self, call: PoolCall, tag: u64, ended: &Ended) -> Result<(), CallError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        self.workers[n]
+            .send((call, Reply::Tagged(tag, ended.clone())))
+            .map_err(|_| CallError::Receive {
+                local: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source: std::io::Error::other("the caller pool's worker stopped"),
+            })
     }
+}
+
+/// A non-blocking UDP socket on `ip` with [`SOCKET_BUFFER`]-sized buffers
+/// (the kernel may grant less; that only makes drops under bursts likelier).
+fn bind(ip: IpAddr) -> Result<std::net::UdpSocket, CallError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = SocketAddr::new(ip, 0);
+    let fail = |source| CallError::Bind { addr, source };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(fail)?;
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.bind(&addr.into()).map_err(fail)?;
+    socket.set_nonblocking(true).map_err(fail)?;
+    Ok(socket.into())
 }
 
 fn is_transient(e: &std::io::Error) -> bool {
@@ -147,6 +212,7 @@ fn is_transient(e: &std::io::Error) -> bool {
 
 struct Active {
     caller: Caller,
+    call_id: Box<str>,
     reply: Option<Reply>,
     deadline: Instant,
     timeout: Duration,
@@ -157,42 +223,84 @@ struct Active {
     rtp_peer: Option<SocketAddr>,
 }
 
+/// A call's place in the worker: its slab index and the generation of the
+/// slot, so a wake-up queued for an ended call never reaches the call that
+/// took its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    index: usize,
+    generation: u64,
+}
+
 struct Worker {
-    sip: Arc<UdpSocket>,
-    rtp: Arc<UdpSocket>,
+    sip: UdpSocket,
+    rtp: UdpSocket,
     local_sip: SocketAddr,
     local_rtp: SocketAddr,
     remote: SocketAddr,
     prompts: Arc<PromptMatchers>,
-    calls: HashMap<String, Active>,
-    by_rtp: HashMap<SocketAddr, String>,
-    wakes: BinaryHeap<Reverse<(Instant, String)>>,
+    /// The calls, by slot; `generations[i]` counts the calls slot i held.
+    slots: Vec<Option<Active>>,
+    generations: Vec<u64>,
+    free: Vec<usize>,
+    by_call_id: HashMap<Box<str>, usize>,
+    by_rtp: HashMap<SocketAddr, usize>,
+    wakes: BinaryHeap<Reverse<(Instant, Key)>>,
+    buf: Vec<u8>,
 }
 
 impl Worker {
+    /// Takes over the bound sockets; runs inside the worker's runtime.
     fn new(
-        sip: Arc<UdpSocket>,
-        rtp: Arc<UdpSocket>,
+        sip: std::net::UdpSocket,
+        rtp: std::net::UdpSocket,
         remote: SocketAddr,
         prompts: Arc<PromptMatchers>,
     ) -> Result<Worker, CallError> {
-        let addr = |s: &UdpSocket| {
-            s.local_addr().map_err(|source| CallError::Bind {
+        let adopt = |s: std::net::UdpSocket| {
+            let addr = s.local_addr().map_err(|source| CallError::Bind {
                 addr: SocketAddr::from(([0, 0, 0, 0], 0)),
                 source,
-            })
+            })?;
+            let socket =
+                UdpSocket::from_std(s).map_err(|source| CallError::Bind { addr, source })?;
+            Ok::<_, CallError>((socket, addr))
         };
+        let (sip, local_sip) = adopt(sip)?;
+        let (rtp, local_rtp) = adopt(rtp)?;
         Ok(Worker {
-            local_sip: addr(&sip)?,
-            local_rtp: addr(&rtp)?,
             sip,
             rtp,
+            local_sip,
+            local_rtp,
             remote,
             prompts,
-            calls: HashMap::new(),
+            slots: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            by_call_id: HashMap::new(),
             by_rtp: HashMap::new(),
             wakes: BinaryHeap::new(),
+            buf: vec![0u8; Limits::default().max_message + 1],
         })
+    }
+
+    fn active(&self) -> usize {
+        self.by_call_id.len()
+    }
+
+    fn get_mut(&mut self, key: Key) -> Option<&mut Active> {
+        if self.generations.get(key.index) != Some(&key.generation) {
+            return None;
+        }
+        self.slots.get_mut(key.index)?.as_mut()
+    }
+
+    fn key(&self, index: usize) -> Key {
+        Key {
+            index,
+            generation: self.generations[index],
+        }
     }
 
     async fn run(
@@ -200,71 +308,112 @@ impl Worker {
         mut calls: mpsc::UnboundedReceiver<(PoolCall, Reply)>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let (tx, mut datagrams) = mpsc::unbounded_channel();
-        let readers = [
-            tokio::spawn(read_socket(self.sip.clone(), true, tx.clone())),
-            tokio::spawn(read_socket(self.rtp.clone(), false, tx)),
-        ];
         let mut open = true;
         let mut stopping = false;
+        let sleep = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
         // Ends when no handle can send calls and none is left; each turn
-        // handles one event.
-        while open || !self.calls.is_empty() {
+        // handles one batch of one kind of event.
+        while open || self.active() > 0 {
             // Timers first: under a steady stream of datagrams a select
             // that prefers them would never get to the deadlines.
-            self.run_due(Instant::now()).await;
+            self.run_due(Instant::now());
             let next = self.wakes.peek().map(|Reverse((t, _))| *t);
+            if next != armed
+                && let Some(t) = next
+            {
+                sleep.as_mut().reset(t);
+            }
+            armed = next;
             tokio::select! {
                 () = stopped(&mut stop), if !stopping => {
                     stopping = true;
-                    let now = Instant::now();
-                    let ids: Vec<String> = self.calls.keys().cloned().collect();
-                    for id in ids {
-                        if let Some(a) = self.calls.get_mut(&id) && a.hung_up_at.is_none() {
-                            a.caller.hang_up(now.into_std());
-                            a.hung_up_at = Some(now);
-                        }
-                        self.service(&id, now).await;
+                    self.hang_up_all(Instant::now());
+                }
+                ready = self.sip.readable() => {
+                    if ready.is_ok() {
+                        self.drain(true);
                     }
                 }
-                d = datagrams.recv() => match d {
-                    Some(Datagram::Sip(bytes, from)) => self.handle_sip(&bytes, from).await,
-                    Some(Datagram::Rtp(bytes, from)) => {
-                        if let Some(id) = self.by_rtp.get(&from).cloned()
-                            && let Some(a) = self.calls.get_mut(&id)
-                        {
-                            a.caller.handle_rtp(Instant::now().into_std(), &bytes);
-                            self.service(&id, Instant::now()).await;
+                ready = self.rtp.readable() => {
+                    if ready.is_ok() {
+                        self.drain(false);
+                    }
+                }
+                c = calls.recv(), if open => match c {
+                    Some((call, reply)) => {
+                        self.start(call, reply, stopping);
+                        for _ in 1..START_BATCH {
+                            match calls.try_recv() {
+                                Ok((call, reply)) => self.start(call, reply, stopping),
+                                Err(_) => break,
+                            }
                         }
                     }
-                    None => break,
-                },
-                c = calls.recv(), if open => match c {
-                    Some((call, reply)) => self.start(call, reply, stopping).await,
                     None => open = false,
                 },
-                () = sleep_until(next) => {}
+                () = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                }
             }
-        }
-        for r in readers {
-            r.abort();
         }
     }
 
+    fn hang_up_all(&mut self, now: Instant) {
+        for index in 0..self.slots.len() {
+            let key = self.key(index);
+            if let Some(a) = self.get_mut(key) {
+                if a.hung_up_at.is_none() {
+                    a.caller.hang_up(now.into_std());
+                    a.hung_up_at = Some(now);
+                }
+                self.service(key, now);
+            }
+        }
+    }
+
+    /// Reads up to [`DRAIN_BATCH`] datagrams from one socket, handling each
+    /// as it comes.
+    fn drain(&mut self, sip: bool) {
+        let mut buf = std::mem::take(&mut self.buf);
+        for _ in 0..DRAIN_BATCH {
+            let socket = if sip { &self.sip } else { &self.rtp };
+            match socket.try_recv_from(&mut buf) {
+                Ok((len, from)) => {
+                    if sip {
+                        self.handle_sip(&buf[..len], from);
+                    } else {
+                        self.handle_rtp(&buf[..len], from);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // ICMP errors from earlier sends (a closed port at the
+                // bridge) are the calls' timers' business.
+                Err(e) if is_transient(&e) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "the caller pool can't receive");
+                    break;
+                }
+            }
+        }
+        self.buf = buf;
+    }
+
     /// Runs every wake-up that is due at `now`.
-    async fn run_due(&mut self, now: Instant) {
+    fn run_due(&mut self, now: Instant) {
         while let Some(Reverse((t, _))) = self.wakes.peek() {
             if *t > now {
                 break;
             }
-            let Some(Reverse((t, id))) = self.wakes.pop() else {
+            let Some(Reverse((t, key))) = self.wakes.pop() else {
                 break;
             };
-            self.on_wake(&id, t, now).await;
+            self.on_wake(key, t, now);
         }
     }
 
-    async fn start(&mut self, call: PoolCall, reply: Reply, stopping: bool) {
+    fn start(&mut self, call: PoolCall, reply: Reply, stopping: bool) {
         let from = match self.local_sip.ip() {
             IpAddr::V4(ip) => format!("sip:caller@{ip}"),
             IpAddr::V6(ip) => format!("sip:caller@[{ip}]"),
@@ -285,10 +434,10 @@ impl Worker {
         };
         let now = Instant::now();
         let mut caller = Caller::new(config, now.into_std(), StdRng::seed_from_u64(call.seed));
-        let id = caller.call_id().to_string();
-        if self.calls.contains_key(&id) {
-            let _ = reply.send(Err(CallError::BadTarget {
-                uri: format!("a second call with Call-ID {id}: give each call its own seed"),
+        let call_id: Box<str> = caller.call_id().into();
+        if self.by_call_id.contains_key(&call_id) {
+            reply.send(Err(CallError::BadTarget {
+                uri: format!("a second call with Call-ID {call_id}: give each call its own seed"),
             }));
             return;
         }
@@ -297,26 +446,46 @@ impl Worker {
             caller.hang_up(now.into_std());
             hung_up_at = Some(now);
         }
-        self.calls.insert(
-            id.clone(),
-            Active {
-                caller,
-                reply: Some(reply),
-                deadline: now + call.timeout,
-                timeout: call.timeout,
-                hung_up_at,
-                timed_out: false,
-                scheduled: None,
-                rtp_peer: None,
-            },
-        );
-        self.service(&id, now).await;
+        let active = Active {
+            caller,
+            call_id: call_id.clone(),
+            reply: Some(reply),
+            deadline: now + call.timeout,
+            timeout: call.timeout,
+            hung_up_at,
+            timed_out: false,
+            scheduled: None,
+            rtp_peer: None,
+        };
+        let index = match self.free.pop() {
+            Some(i) => {
+                self.generations[i] += 1;
+                self.slots[i] = Some(active);
+                i
+            }
+            None => {
+                self.slots.push(Some(active));
+                self.generations.push(0);
+                self.slots.len() - 1
+            }
+        };
+        self.by_call_id.insert(call_id, index);
+        self.service(self.key(index), now);
     }
 
-    async fn handle_sip(&mut self, bytes: &[u8], from: SocketAddr) {
+    fn handle_sip(&mut self, bytes: &[u8], from: SocketAddr) {
         if bytes.iter().all(|b| matches!(b, b'\r' | b'\n')) {
             return; // RFC 5626 keep-alive
         }
+        // Find the call first: a retransmission for a call that is over
+        // (its timers are gone) is not worth parsing.
+        let index = match message::peek_call_id(bytes) {
+            Some(id) => match self.by_call_id.get(id) {
+                Some(index) => Some(*index),
+                None => return,
+            },
+            None => None,
+        };
         let parsed = check_datagram(bytes, Limits::default())
             .map_err(|e| e.to_string())
             .and_then(|()| message::parse(bytes).map_err(|e| e.to_string()));
@@ -327,26 +496,45 @@ impl Worker {
                 return;
             }
         };
-        let id = match &message {
-            Message::Request(r) => r.call_id(),
-            Message::Response(r) => r.call_id(),
-        }
-        .map(str::to_string);
-        let Some(id) = id else {
-            tracing::warn!(%from, "dropped a SIP message without a Call-ID");
-            return;
+        let index = match index {
+            Some(i) => i,
+            None => {
+                let id = match &message {
+                    Message::Request(r) => r.call_id(),
+                    Message::Response(r) => r.call_id(),
+                };
+                let Some(id) = id else {
+                    tracing::warn!(%from, "dropped a SIP message without a Call-ID");
+                    return;
+                };
+                match self.by_call_id.get(id) {
+                    Some(index) => *index,
+                    None => return,
+                }
+            }
         };
+        let key = self.key(index);
         let now = Instant::now();
-        match self.calls.get_mut(&id) {
-            Some(a) => a.caller.handle_sip(now.into_std(), message),
-            // A retransmission for a call that is over: its timers are gone.
-            None => return,
+        if let Some(a) = self.get_mut(key) {
+            a.caller.handle_sip(now.into_std(), message);
+            self.service(key, now);
         }
-        self.service(&id, now).await;
     }
 
-    async fn on_wake(&mut self, id: &str, t: Instant, now: Instant) {
-        let Some(a) = self.calls.get_mut(id) else {
+    fn handle_rtp(&mut self, bytes: &[u8], from: SocketAddr) {
+        let Some(index) = self.by_rtp.get(&from).copied() else {
+            return;
+        };
+        let key = self.key(index);
+        let now = Instant::now();
+        if let Some(a) = self.get_mut(key) {
+            a.caller.handle_rtp(now.into_std(), bytes);
+            self.service(key, now);
+        }
+    }
+
+    fn on_wake(&mut self, key: Key, t: Instant, now: Instant) {
+        let Some(a) = self.get_mut(key) else {
             return;
         };
         if a.scheduled != Some(t) {
@@ -356,77 +544,83 @@ impl Worker {
         let give_up = a.hung_up_at.map_or(a.deadline, |h| h + HANG_UP_GRACE);
         if now >= give_up {
             if a.hung_up_at.is_some() {
-                tracing::warn!(call_id = id, "no answer to our hang-up: giving up");
-                self.complete(id, now);
+                tracing::warn!(call_id = &*a.call_id, "no answer to our hang-up: giving up");
+                self.complete(key, now);
                 return;
             }
-            tracing::warn!(call_id = id, timeout = ?a.timeout, "call timeout: hanging up");
+            tracing::warn!(call_id = &*a.call_id, timeout = ?a.timeout, "call timeout: hanging up");
             a.timed_out = true;
             a.caller.hang_up(now.into_std());
             a.hung_up_at = Some(now);
         } else {
             a.caller.handle_timeout(now.into_std());
         }
-        self.service(id, now).await;
+        self.service(key, now);
     }
 
     /// Sends what the call has to send, ends it if it is over, and queues
     /// its next wake-up.
-    async fn service(&mut self, id: &str, now: Instant) {
-        let Some(a) = self.calls.get_mut(id) else {
+    fn service(&mut self, key: Key, now: Instant) {
+        let (sip, rtp, remote) = (&self.sip, &self.rtp, self.remote);
+        let Some(a) = self
+            .slots
+            .get_mut(key.index)
+            .and_then(Option::as_mut)
+            .filter(|_| self.generations[key.index] == key.generation)
+        else {
             return;
         };
-        let mut out = Vec::new();
         while let Some(o) = a.caller.poll_output() {
-            out.push(o);
+            let (socket, bytes, to) = match o {
+                Output::Sip(bytes) => (sip, bytes, remote),
+                Output::Rtp { to, bytes } => (rtp, bytes, to),
+            };
+            // The worker never waits on a send: a full buffer loses the
+            // datagram, and the core's retransmissions and timers decide.
+            if let Err(e) = socket.try_send_to(&bytes, to) {
+                tracing::warn!(%to, error = %e, "the caller pool could not send");
+            }
         }
         if a.rtp_peer.is_none()
             && let Some(peer) = a.caller.remote_rtp()
         {
             a.rtp_peer = Some(peer);
-            self.by_rtp.insert(peer, id.to_string());
+            self.by_rtp.insert(peer, key.index);
         }
-        let a = match self.calls.get_mut(id) {
-            Some(a) => a,
-            None => return,
-        };
         let finished = a.caller.is_finished();
         if finished && a.caller.awaits_late_answer() {
             a.hung_up_at.get_or_insert(now);
         }
-        let done = finished && !a.caller.awaits_late_answer();
-        if !done {
-            let give_up = a.hung_up_at.map_or(a.deadline, |h| h + HANG_UP_GRACE);
-            let wake = a
-                .caller
-                .poll_timeout()
-                .map(Instant::from_std)
-                .unwrap_or(give_up)
-                .min(give_up);
-            if a.scheduled != Some(wake) {
-                a.scheduled = Some(wake);
-                self.wakes.push(Reverse((wake, id.to_string())));
-            }
+        if finished && !a.caller.awaits_late_answer() {
+            self.complete(key, now);
+            return;
         }
-        for o in out {
-            let (socket, bytes, to) = match o {
-                Output::Sip(bytes) => (&self.sip, bytes, self.remote),
-                Output::Rtp { to, bytes } => (&self.rtp, bytes, to),
-            };
-            if let Err(e) = socket.send_to(&bytes, to).await {
-                // A lost datagram: the core's retransmissions and timers decide.
-                tracing::warn!(%to, error = %e, "the caller pool could not send");
-            }
-        }
-        if done {
-            self.complete(id, now);
+        let give_up = a.hung_up_at.map_or(a.deadline, |h| h + HANG_UP_GRACE);
+        let wake = a
+            .caller
+            .poll_timeout()
+            .map(Instant::from_std)
+            .unwrap_or(give_up)
+            .min(give_up);
+        // A wake-up already queued for no later than this one stands: when
+        // it comes early, the core has nothing to do and the call is queued
+        // again for its real deadline. Most calls end before their first
+        // timer (a retransmission's), so the queue holds few stale entries.
+        if a.scheduled.is_none_or(|s| wake < s) {
+            a.scheduled = Some(wake);
+            self.wakes.push(Reverse((wake, key)));
         }
     }
 
-    fn complete(&mut self, id: &str, now: Instant) {
-        let Some(mut a) = self.calls.remove(id) else {
+    fn complete(&mut self, key: Key, now: Instant) {
+        if self.get_mut(key).is_none() {
+            return;
+        }
+        let Some(mut a) = self.slots[key.index].take() else {
             return;
         };
+        self.free.push(key.index);
+        self.by_call_id.remove(&a.call_id);
         if let Some(peer) = a.rtp_peer {
             self.by_rtp.remove(&peer);
         }
@@ -440,7 +634,7 @@ impl Worker {
             Ok(report)
         };
         if let Some(reply) = a.reply.take() {
-            let _ = reply.send(result);
+            reply.send(result);
         }
     }
 }
@@ -451,12 +645,5 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     // The guard is dropped here, before any caller's next await.
     if stop.wait_for(|s| *s).await.is_err() {
         std::future::pending::<()>().await;
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
