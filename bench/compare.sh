@@ -56,10 +56,10 @@ KAMAILIO_PORT=$((BASE_PORT + 2))
 ADMIN_PORT=$((BASE_PORT + 3))
 SIPP_PORT=$((BASE_PORT + 10))
 SIPP_MEDIA_PORT=$((BASE_PORT + 20))
-# One RTP port per bridge call; the bridge refuses calls past --max-calls
+# One even RTP port per bridge call (10,000 here); the bridge refuses calls past --max-calls
 # with 503, which SIPp counts as failed: both far above the calls open at once
 # at any rate that is held.
-RTP_PORTS=30000-39999
+RTP_PORTS=20000-39999
 MAX_CALLS=10000
 # dialin load plays SIPp's flow (INFO keys back to back, no RTP); calls last
 # milliseconds, but a slow moment piles them up: room for a few seconds'

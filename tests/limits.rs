@@ -497,6 +497,70 @@ async fn calls_past_the_per_source_limit_get_503_with_retry_after() {
     bridge.stop().await;
 }
 
+/// Two even ports on loopback that were free a moment ago.
+fn two_free_ports() -> std::ops::RangeInclusive<u16> {
+    for _ in 0..100 {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let first = port + port % 2;
+        if first < u16::MAX - 2
+            && std::net::UdpSocket::bind(("127.0.0.1", first)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", first + 2)).is_ok()
+        {
+            return first..=first + 2;
+        }
+    }
+    panic!("no two free ports on loopback");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_rtp_port_held_an_invite_gets_503_and_ended_calls_give_theirs_back() {
+    let bridge = Bridge::start_with(|sip| sip.rtp_ports = two_free_ports(), None).await;
+    let ids = [
+        bridge.enable("ports1@contoso.com", None).await,
+        bridge.enable("ports2@contoso.com", None).await,
+    ];
+    // Each call first in its own meeting.
+    let holding = ids.map(|id| {
+        let mut config = call_config(&bridge, NUMBER, &format!("{id}#"), DtmfMethod::Rfc4733);
+        config.hang_up = HangUp::AfterJoined(Duration::from_secs(3));
+        tokio::spawn(call(config))
+    });
+    tokio::time::timeout(DEADLINE, bridge.monitor.joined_at_least(2))
+        .await
+        .expect("two calls join, one port each");
+
+    let udp = Udp::new(&bridge).await;
+    let uri = format!("sip:{NUMBER}@{}", bridge.sip);
+    let invite = RequestBuilder::new(Method::Invite, &uri)
+        .via("UDP", &udp.addr(), "third")
+        .from("sip:third@127.0.0.1", "t")
+        .to(&uri, None)
+        .call_id("third")
+        .header("Contact", &format!("<sip:third@{}>", udp.addr()))
+        .to_bytes();
+    udp.send(&invite).await;
+    let r = udp.final_response().await;
+    assert_eq!((r.status(), r.reason()), (503, "Service Unavailable"));
+    assert!(r.header("Retry-After").is_some());
+    assert_eq!(hits(&bridge, "rtp-ports"), 1);
+    assert!(
+        metrics(&bridge)
+            .await
+            .contains("dialin_limit_hits_total{limit=\"rtp-ports\"} 1")
+    );
+
+    for h in holding {
+        assert_joined(&h.await.expect("the call ran"));
+    }
+    // Without the ports given back, not one more call would get one.
+    for _ in 0..2 {
+        a_call_joins(&bridge, Transport::Udp).await;
+    }
+    bridge.stop().await;
+}
+
 #[test]
 fn serve_refuses_limits_out_of_range_naming_the_flag() {
     let data = tempfile::tempdir().expect("a data folder");

@@ -345,13 +345,22 @@ impl Caller {
 
     /// The report so far (complete once [`Caller::is_finished`]).
     pub fn report(&self) -> CallReport {
-        let mut report = self.report.clone();
-        report.decision_time = decision_time(&report);
-        if self.rtp_stats.packets() > 1 {
-            // Timestamp units of 8 kHz: 125 µs each.
-            report.rtp_jitter = Some(Duration::from_micros(
-                u64::from(self.rtp_stats.jitter()) * 125,
-            ));
+        complete_report(self.report.clone(), &self.rtp_stats)
+    }
+
+    /// The report, the call given up: no copy of its ladder and lists.
+    /// For a call still going, the duration runs up to `now`.
+    pub fn into_report(self, now: Instant) -> CallReport {
+        let Caller {
+            report,
+            rtp_stats,
+            finished,
+            start,
+            ..
+        } = self;
+        let mut report = complete_report(report, &rtp_stats);
+        if !finished {
+            report.duration = now.saturating_duration_since(start);
         }
         report
     }
@@ -1316,6 +1325,16 @@ pub fn reason_text(value: &str) -> Option<String> {
 }
 
 /// Last digit pressed → the first prompt that started after it.
+/// The figures derived when a report is handed out.
+fn complete_report(mut report: CallReport, rtp_stats: &RtpReceiverStats) -> CallReport {
+    report.decision_time = decision_time(&report);
+    if rtp_stats.packets() > 1 {
+        // Timestamp units of 8 kHz: 125 µs each.
+        report.rtp_jitter = Some(Duration::from_micros(u64::from(rtp_stats.jitter()) * 125));
+    }
+    report
+}
+
 fn decision_time(report: &CallReport) -> Option<Duration> {
     let last = report.digits.last()?;
     report

@@ -624,7 +624,7 @@ impl Worker {
         if let Some(peer) = a.rtp_peer {
             self.by_rtp.remove(&peer);
         }
-        let report = a.caller.report_at(now.into_std());
+        let report = a.caller.into_report(now.into_std());
         let result = if a.timed_out {
             Err(CallError::Timeout {
                 timeout: a.timeout,

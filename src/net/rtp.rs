@@ -10,13 +10,13 @@
 //! [`LingerTable`] and its task ends (see [`crate::sip::linger`]).
 //!
 //! Also here: [`RtpPorts`], which binds each call's port from the configured
-//! range (the OS says which ports are free, so nothing is booked by hand).
+//! range, keeping the free ones in a list.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::UdpSocket;
@@ -86,54 +86,86 @@ impl Roster {
 /// Binds RTP sockets from a port range, on the SIP address's IP. Ports are
 /// taken even (RFC 3550 §11: RTCP would use the odd one above); a port of 0
 /// (the range `0-0`) lets the OS choose, which is what tests use.
+///
+/// The range's ports are kept in a free list: a call takes the oldest free
+/// one and gives it back when its task ends ([`RtpPorts::release`]), so a
+/// port just given up is the last to be reused (late packets of the old
+/// call find nobody). Finding a port never walks the range: a port another
+/// program holds fails to bind and goes to the back of the list, and at most
+/// [`RtpPorts::MAX_TRIES`] are tried per call. With every port in use, a
+/// call is refused at once (503) instead of costing a bind per port.
 #[derive(Debug)]
 pub struct RtpPorts {
     ip: IpAddr,
     first: u16,
     count: u32,
-    next: AtomicU32,
+    free: Mutex<std::collections::VecDeque<u16>>,
 }
 
 impl RtpPorts {
+    /// Ports tried for one call before it is refused.
+    pub const MAX_TRIES: usize = 32;
+
     pub fn new(ip: IpAddr, range: RangeInclusive<u16>) -> RtpPorts {
         let first = range.start() + (range.start() % 2);
-        let count = if *range.end() >= first {
+        let count = if *range.end() >= first && first != 0 {
             (u32::from(*range.end()) - u32::from(first)) / 2 + 1
         } else {
             0
         };
+        let free = (0..count)
+            .filter_map(|slot| u16::try_from(u32::from(first) + slot * 2).ok())
+            .collect();
         RtpPorts {
             ip,
             first,
             count,
-            next: AtomicU32::new(0),
+            free: Mutex::new(free),
         }
     }
 
-    /// A socket on the next free port of the range, or an error when none is free.
-    pub async fn bind(&self) -> io::Result<UdpSocket> {
+    /// How many calls can have a port at once (`None`: the OS chooses).
+    pub fn capacity(&self) -> Option<usize> {
+        (self.first != 0).then_some(self.count as usize)
+    }
+
+    /// A socket on a free port of the range and the port to
+    /// [`RtpPorts::release`] when the call is over (`None` when the OS
+    /// chose it); an error when none is free.
+    pub async fn bind(&self) -> io::Result<(UdpSocket, Option<u16>)> {
         if self.first == 0 {
-            return UdpSocket::bind(SocketAddr::new(self.ip, 0)).await;
+            return Ok((UdpSocket::bind(SocketAddr::new(self.ip, 0)).await?, None));
         }
-        for _ in 0..self.count {
-            let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.count.max(1);
-            let port = u32::from(self.first) + slot * 2;
-            let Ok(port) = u16::try_from(port) else {
-                continue;
+        for _ in 0..Self::MAX_TRIES {
+            let Some(port) = self.lock().pop_front() else {
+                break;
             };
-            if let Ok(socket) = UdpSocket::bind(SocketAddr::new(self.ip, port)).await {
-                return Ok(socket);
+            match UdpSocket::bind(SocketAddr::new(self.ip, port)).await {
+                Ok(socket) => return Ok((socket, Some(port))),
+                // Held by another program (or not yet closed): try it again
+                // after the others.
+                Err(_) => self.lock().push_back(port),
             }
         }
         Err(io::Error::new(
             io::ErrorKind::AddrInUse,
             format!(
-                "no free RTP port in {}-{} on {}: widen --rtp-ports or lower --max-calls",
+                "no free RTP port in {}-{} on {} ({} calls hold one): widen --rtp-ports or lower --max-calls",
                 self.first,
                 u32::from(self.first) + self.count.saturating_sub(1) * 2,
-                self.ip
+                self.ip,
+                self.count as usize - self.lock().len(),
             ),
         ))
+    }
+
+    /// Gives a port back once the socket bound to it is closed.
+    pub fn release(&self, port: u16) {
+        self.lock().push_back(port);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<u16>> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -588,5 +620,81 @@ impl BridgeMonitor {
     /// Callers in a meeting's room now.
     pub fn in_room(&self, key: &MeetingKey) -> usize {
         self.0.roster.count(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A range of `slots` even ports on loopback that were free a moment
+    /// ago (the OS picked the first).
+    fn free_range(slots: u16) -> RangeInclusive<u16> {
+        for _ in 0..100 {
+            let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("loopback binds");
+            let port = probe.local_addr().expect("bound").port();
+            drop(probe);
+            let first = port + port % 2;
+            let last = first + (slots - 1) * 2;
+            let all_free =
+                (0..slots).all(|i| std::net::UdpSocket::bind(("127.0.0.1", first + i * 2)).is_ok());
+            if last < u16::MAX - 1 && all_free {
+                return first..=last;
+            }
+        }
+        panic!("no free range of {slots} ports on loopback");
+    }
+
+    #[tokio::test]
+    async fn every_port_held_refuses_at_once_and_a_released_port_is_reused_last() {
+        let range = free_range(3);
+        let ports = RtpPorts::new(IpAddr::from([127, 0, 0, 1]), range.clone());
+        assert_eq!(ports.capacity(), Some(3));
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let (socket, port) = ports.bind().await.expect("a free port");
+            let port = port.expect("a port of the range");
+            assert!(range.contains(&port) && port % 2 == 0, "{port}");
+            assert_eq!(socket.local_addr().unwrap().port(), port);
+            held.push((socket, port));
+        }
+        let err = ports.bind().await.expect_err("every port is held");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        let text = err.to_string();
+        assert!(
+            text.contains("(3 calls hold one)") && text.contains("widen --rtp-ports"),
+            "{text}"
+        );
+        // The first call ends: its port comes back, behind nobody else.
+        let (socket, first) = held.remove(0);
+        drop(socket);
+        ports.release(first);
+        let (_again, port) = ports.bind().await.expect("the released port");
+        assert_eq!(port, Some(first));
+    }
+
+    #[tokio::test]
+    async fn a_port_another_program_holds_is_skipped_and_tried_again_later() {
+        let range = free_range(2);
+        let outsider = std::net::UdpSocket::bind(("127.0.0.1", *range.start())).unwrap();
+        let ports = RtpPorts::new(IpAddr::from([127, 0, 0, 1]), range.clone());
+        let (_socket, port) = ports.bind().await.expect("the other port");
+        assert_eq!(port, Some(*range.end()));
+        assert!(
+            ports.bind().await.is_err(),
+            "the outsider still holds the first"
+        );
+        drop(outsider);
+        let (_socket, port) = ports.bind().await.expect("free again");
+        assert_eq!(port, Some(*range.start()));
+    }
+
+    #[tokio::test]
+    async fn port_zero_lets_the_os_choose_without_a_list() {
+        let ports = RtpPorts::new(IpAddr::from([127, 0, 0, 1]), 0..=0);
+        assert_eq!(ports.capacity(), None);
+        let (socket, port) = ports.bind().await.expect("an OS port");
+        assert_eq!(port, None);
+        assert_ne!(socket.local_addr().unwrap().port(), 0);
     }
 }

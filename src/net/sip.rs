@@ -126,7 +126,7 @@ pub const DEFAULT_CALLS_PER_SOURCE: usize = 100;
 /// [`super::rtp::BridgeStats::limit_hits`]: the `dialin serve` flag that
 /// sets each, or the rule (`content-length`, the fixed
 /// `max-header-section`).
-pub const LIMIT_NAMES: [&str; 9] = [
+pub const LIMIT_NAMES: [&str; 10] = [
     "max-message",
     "max-header-section",
     "max-headers",
@@ -136,6 +136,7 @@ pub const LIMIT_NAMES: [&str; 9] = [
     "tcp-idle",
     "calls-per-source",
     "max-calls",
+    "rtp-ports",
 ];
 
 /// The buffer sizes the kernel granted the SIP UDP socket, as it reports
@@ -377,7 +378,17 @@ impl SipServer {
             draining: false,
             call_sources: PerSource::new(self.options.calls_per_source),
             call_slots: HashMap::new(),
+            refusals: Throttle::default(),
         };
+        if let Some(ports) = router.ports.capacity()
+            && ports < self.options.max_calls
+        {
+            tracing::warn!(
+                ports,
+                max_calls = self.options.max_calls,
+                "--rtp-ports has fewer ports than --max-calls allows calls (one even port per call): calls past {ports} get 503; widen --rtp-ports"
+            );
+        }
         let (tcp_tx, mut tcp_rx) = mpsc::channel::<(Vec<u8>, Source)>(TCP_INBOX);
         let mut connections = JoinSet::new();
         let mut tcp_sources = PerSource::new(self.options.tcp_per_source);
@@ -652,6 +663,32 @@ struct Router {
     call_sources: PerSource,
     /// What each call task holds, to give back when it ends.
     call_slots: HashMap<tokio::task::Id, CallSlot>,
+    /// The 503 warning, at most once a second.
+    refusals: Throttle,
+}
+
+/// A warning that may repeat thousands of times a second (every INVITE
+/// refused under overload): logged at most once per [`Throttle::EVERY`],
+/// with how many were left out since the last one logged.
+#[derive(Debug, Default)]
+struct Throttle {
+    state: Mutex<(Option<tokio::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    /// `Some(left out)` when this occurrence is to be logged.
+    fn hit(&self, now: tokio::time::Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, left_out) = &mut *state;
+        if last.is_some_and(|t| now.saturating_duration_since(t) < Self::EVERY) {
+            *left_out += 1;
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(left_out))
+    }
 }
 
 /// What a call task holds: a slot of its source, and a call on the TCP
@@ -659,6 +696,9 @@ struct Router {
 struct CallSlot {
     ip: std::net::IpAddr,
     connection: Option<Arc<AtomicUsize>>,
+    /// The call's RTP port, given back when its task ends (its socket is
+    /// closed by then).
+    rtp_port: Option<u16>,
 }
 
 fn random_tag() -> String {
@@ -892,9 +932,17 @@ impl Router {
     async fn new_call(&mut self, request: Request, source: Source) {
         let out = self.shared.out.clone();
         let stats = &self.shared.stats;
+        let refusals = &self.refusals;
         let unavailable = |why: &str| {
             stats.refused_503.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(why, "INVITE refused with 503");
+            // Overload refuses thousands a second: say so once a second.
+            if let Some(left_out) = refusals.hit(tokio::time::Instant::now()) {
+                tracing::warn!(
+                    why,
+                    left_out,
+                    "INVITE refused with 503 (left_out: refusals not logged in the second before; dialin_invites_refused_total counts them all)"
+                );
+            }
             out.reply(
                 source,
                 request
@@ -987,10 +1035,11 @@ impl Router {
             );
             return;
         }
-        let socket = match self.ports.bind().await {
+        let (socket, rtp_port) = match self.ports.bind().await {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(error = %e, "no RTP port");
+                tracing::debug!(error = %e, "no RTP port");
+                stats.limit_hit("rtp-ports");
                 self.call_sources.release(ip);
                 return unavailable("no RTP port");
             }
@@ -1000,6 +1049,10 @@ impl Router {
             Err(e) => {
                 tracing::error!(error = %e, "RTP socket has no address");
                 self.call_sources.release(ip);
+                drop(socket);
+                if let Some(port) = rtp_port {
+                    self.ports.release(port);
+                }
                 return unavailable("no RTP port");
             }
         };
@@ -1051,8 +1104,14 @@ impl Router {
             }
             .instrument(span),
         );
-        self.call_slots
-            .insert(task.id(), CallSlot { ip, connection });
+        self.call_slots.insert(
+            task.id(),
+            CallSlot {
+                ip,
+                connection,
+                rtp_port,
+            },
+        );
     }
 
     /// A call task ended (or panicked): its source slot and its call on a
@@ -1060,6 +1119,9 @@ impl Router {
     fn call_task_ended(&mut self, id: tokio::task::Id) {
         if let Some(slot) = self.call_slots.remove(&id) {
             self.call_sources.release(slot.ip);
+            if let Some(port) = slot.rtp_port {
+                self.ports.release(port);
+            }
             if let Some(calls) = slot.connection {
                 calls.fetch_sub(1, Ordering::AcqRel);
             }
@@ -1106,6 +1168,18 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(&buf[..n], b"ping");
+    }
+
+    #[test]
+    fn a_throttled_warning_is_logged_once_a_second_with_the_count_left_out() {
+        let throttle = Throttle::default();
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(throttle.hit(t0), Some(0));
+        for ms in [1, 500, 999] {
+            assert_eq!(throttle.hit(t0 + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(throttle.hit(t0 + Duration::from_millis(1000)), Some(3));
+        assert_eq!(throttle.hit(t0 + Duration::from_millis(5000)), Some(0));
     }
 
     #[test]
