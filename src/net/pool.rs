@@ -46,6 +46,8 @@ pub const SOCKET_BUFFER: usize = 4 << 20;
 const DRAIN_BATCH: usize = 64;
 /// New calls taken from the queue in one turn.
 const START_BATCH: usize = 64;
+/// Rounds of wake-ups that were due when asked for, per turn.
+const DUE_ROUNDS: usize = 8;
 
 /// One call for the pool.
 #[derive(Debug, Clone)]
@@ -246,6 +248,9 @@ struct Worker {
     by_call_id: HashMap<Box<str>, usize>,
     by_rtp: HashMap<SocketAddr, usize>,
     wakes: BinaryHeap<Reverse<(Instant, Key)>>,
+    /// Wake-ups already due when they were asked for (the next key of a
+    /// call whose INFO was just answered): they skip the heap.
+    due: Vec<(Instant, Key)>,
     buf: Vec<u8>,
 }
 
@@ -281,6 +286,7 @@ impl Worker {
             by_call_id: HashMap::new(),
             by_rtp: HashMap::new(),
             wakes: BinaryHeap::new(),
+            due: Vec::new(),
             buf: vec![0u8; Limits::default().max_message + 1],
         })
     }
@@ -319,7 +325,11 @@ impl Worker {
             // Timers first: under a steady stream of datagrams a select
             // that prefers them would never get to the deadlines.
             self.run_due(Instant::now());
-            let next = self.wakes.peek().map(|Reverse((t, _))| *t);
+            let next = if self.due.is_empty() {
+                self.wakes.peek().map(|Reverse((t, _))| *t)
+            } else {
+                Some(Instant::now())
+            };
             if next != armed
                 && let Some(t) = next
             {
@@ -402,6 +412,17 @@ impl Worker {
 
     /// Runs every wake-up that is due at `now`.
     fn run_due(&mut self, now: Instant) {
+        // A wake-up run here may ask for another that is due at once; a
+        // few rounds, and the rest waits for the next turn (so a core that
+        // keeps asking can't hold the worker).
+        for _ in 0..DUE_ROUNDS {
+            if self.due.is_empty() {
+                break;
+            }
+            for (t, key) in std::mem::take(&mut self.due) {
+                self.on_wake(key, t, now);
+            }
+        }
         while let Some(Reverse((t, _))) = self.wakes.peek() {
             if *t > now {
                 break;
@@ -608,7 +629,11 @@ impl Worker {
         // timer (a retransmission's), so the queue holds few stale entries.
         if a.scheduled.is_none_or(|s| wake < s) {
             a.scheduled = Some(wake);
-            self.wakes.push(Reverse((wake, key)));
+            if wake <= now {
+                self.due.push((wake, key));
+            } else {
+                self.wakes.push(Reverse((wake, key)));
+            }
         }
     }
 

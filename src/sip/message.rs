@@ -893,27 +893,53 @@ impl RequestBuilder {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = format!("{} {} SIP/2.0\r\n", self.method, self.uri);
+        // Written straight into one buffer sized up front: a caller under
+        // load builds every request of every call here.
+        use std::fmt::Write as _;
+        let method = self.method.as_str();
+        let fixed = 160 + 2 * method.len() + self.uri.len() + self.body.len();
+        let via = self
+            .via
+            .as_ref()
+            .map_or(0, |(t, s, b)| t.len() + s.len() + b.len());
+        let headers: usize = [&self.from, &self.to, &self.call_id]
+            .iter()
+            .filter_map(|v| v.as_ref().map(String::len))
+            .sum::<usize>()
+            + self
+                .extra
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 4)
+                .sum::<usize>();
+        let mut out = String::with_capacity(fixed + via + headers);
+        let _ = write!(out, "{method} {} SIP/2.0\r\n", self.uri);
         if let Some((transport, sent_by, branch)) = &self.via {
-            out.push_str(&format!(
+            let _ = write!(
+                out,
                 "Via: SIP/2.0/{transport} {sent_by};branch={branch}\r\n"
-            ));
+            );
         }
-        out.push_str(&format!("Max-Forwards: {}\r\n", self.max_forwards));
-        if let Some(v) = &self.from {
-            out.push_str(&format!("From: {v}\r\n"));
+        let _ = write!(out, "Max-Forwards: {}\r\n", self.max_forwards);
+        for (name, value) in [
+            ("From", &self.from),
+            ("To", &self.to),
+            ("Call-ID", &self.call_id),
+        ] {
+            if let Some(v) = value {
+                out.push_str(name);
+                out.push_str(": ");
+                out.push_str(v);
+                out.push_str("\r\n");
+            }
         }
-        if let Some(v) = &self.to {
-            out.push_str(&format!("To: {v}\r\n"));
-        }
-        if let Some(v) = &self.call_id {
-            out.push_str(&format!("Call-ID: {v}\r\n"));
-        }
-        out.push_str(&format!("CSeq: {} {}\r\n", self.cseq, self.method));
+        let _ = write!(out, "CSeq: {} {method}\r\n", self.cseq);
         for (name, value) in &self.extra {
-            out.push_str(&format!("{name}: {value}\r\n"));
+            out.push_str(name);
+            out.push_str(": ");
+            out.push_str(value);
+            out.push_str("\r\n");
         }
-        out.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
+        let _ = write!(out, "Content-Length: {}\r\n\r\n", self.body.len());
         let mut bytes = out.into_bytes();
         bytes.extend_from_slice(&self.body);
         bytes
