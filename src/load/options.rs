@@ -79,8 +79,8 @@ pub enum OptionsError {
     #[error("--{0} is only for --target: the embedded bridge has its own")]
     OnlyWithTarget(&'static str),
     #[error(
-        "--dtmf-duration {got:?} is out of range for --dtmf {dtmf}: give {min:?} to {max:?} (in-band tones need 40ms to be heard, an RFC 4733 event one 20ms packet)",
-        max = LoadOptions::MAX_DTMF_DURATION
+        "--dtmf-duration {}ms is out of range for --dtmf {dtmf}: give {}ms to {}ms (in-band tones need 40ms to be heard, an RFC 4733 event one 20ms packet)",
+        .got.as_millis(), .min.as_millis(), LoadOptions::MAX_DTMF_DURATION.as_millis()
     )]
     DtmfDuration {
         got: Duration,
@@ -88,8 +88,8 @@ pub enum OptionsError {
         min: Duration,
     },
     #[error(
-        "--dtmf-gap {got:?} is out of range for --dtmf {dtmf}: give {min:?} to {max:?} (in-band keys need 40ms of silence between them; past {max:?} the bridge's inter-digit timeout may end the entry)",
-        max = LoadOptions::MAX_DTMF_GAP
+        "--dtmf-gap {}ms is out of range for --dtmf {dtmf}: give {}ms to {max}ms (in-band keys need 40ms of silence between them; past {max}ms the bridge's inter-digit timeout may end the entry)",
+        .got.as_millis(), .min.as_millis(), max = LoadOptions::MAX_DTMF_GAP.as_millis()
     )]
     DtmfGap {
         got: Duration,
@@ -364,7 +364,7 @@ mod tests {
             err.contains("--dtmf-duration 10ms") && err.contains("rfc4733"),
             "{err}"
         );
-        assert!(err.contains("give 20ms to 2s"), "{err}");
+        assert!(err.contains("give 20ms to 2000ms"), "{err}");
         // In-band (and mix, which has in-band calls) needs tone and silence.
         for dtmf in [DtmfChoice::Inband, DtmfChoice::Mix] {
             assert!(matches!(
@@ -376,7 +376,7 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(
-                err.contains("--dtmf-gap 0ns") && err.contains("40ms of silence"),
+                err.contains("--dtmf-gap 0ms") && err.contains("give 40ms to 4000ms"),
                 "{err}"
             );
         }
