@@ -46,6 +46,12 @@ pub const SOCKET_BUFFER: usize = 4 << 20;
 const DRAIN_BATCH: usize = 64;
 /// New calls taken from the queue in one turn.
 const START_BATCH: usize = 64;
+/// What the worker's calls send goes out together, at most this long
+/// after the first of them (or once [`SEND_BATCH`] are waiting): the bridge
+/// then drains a burst per wake-up instead of waking for each datagram,
+/// as it does under SIPp, which sends per tick of its clock.
+const SEND_WINDOW: Duration = Duration::from_micros(500);
+const SEND_BATCH: usize = 64;
 /// Rounds of wake-ups that were due when asked for, per turn.
 const DUE_ROUNDS: usize = 8;
 
@@ -251,6 +257,10 @@ struct Worker {
     /// Wake-ups already due when they were asked for (the next key of a
     /// call whose INFO was just answered): they skip the heap.
     due: Vec<(Instant, Key)>,
+    /// Datagrams waiting to be sent together (see [`SEND_WINDOW`]).
+    outbox: Vec<(Output, SocketAddr)>,
+    /// When the outbox is sent at the latest.
+    send_by: Option<Instant>,
     buf: Vec<u8>,
 }
 
@@ -287,6 +297,8 @@ impl Worker {
             by_rtp: HashMap::new(),
             wakes: BinaryHeap::new(),
             due: Vec::new(),
+            outbox: Vec::new(),
+            send_by: None,
             buf: vec![0u8; Limits::default().max_message + 1],
         })
     }
@@ -326,7 +338,11 @@ impl Worker {
             // that prefers them would never get to the deadlines.
             self.run_due(Instant::now());
             let next = if self.due.is_empty() {
-                self.wakes.peek().map(|Reverse((t, _))| *t)
+                let wake = self.wakes.peek().map(|Reverse((t, _))| *t);
+                match (wake, self.send_by) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             } else {
                 Some(Instant::now())
             };
@@ -366,6 +382,26 @@ impl Worker {
                 () = &mut sleep, if armed.is_some() => {
                     armed = None;
                 }
+            }
+            if self.outbox.len() >= SEND_BATCH || self.send_by.is_some_and(|t| t <= Instant::now())
+            {
+                self.flush();
+            }
+        }
+        self.flush();
+    }
+
+    /// Sends the outbox. The worker never waits on a send: a full buffer
+    /// loses the datagram, and the core's retransmissions and timers decide.
+    fn flush(&mut self) {
+        self.send_by = None;
+        for (o, to) in self.outbox.drain(..) {
+            let (socket, bytes) = match &o {
+                Output::Sip(bytes) => (&self.sip, bytes),
+                Output::Rtp { bytes, .. } => (&self.rtp, bytes),
+            };
+            if let Err(e) = socket.try_send_to(bytes, to) {
+                tracing::warn!(%to, error = %e, "the caller pool could not send");
             }
         }
     }
@@ -582,7 +618,9 @@ impl Worker {
     /// Sends what the call has to send, ends it if it is over, and queues
     /// its next wake-up.
     fn service(&mut self, key: Key, now: Instant) {
-        let (sip, rtp, remote) = (&self.sip, &self.rtp, self.remote);
+        let remote = self.remote;
+        let outbox = &mut self.outbox;
+        let send_by = &mut self.send_by;
         let Some(a) = self
             .slots
             .get_mut(key.index)
@@ -592,15 +630,12 @@ impl Worker {
             return;
         };
         while let Some(o) = a.caller.poll_output() {
-            let (socket, bytes, to) = match o {
-                Output::Sip(bytes) => (sip, bytes, remote),
-                Output::Rtp { to, bytes } => (rtp, bytes, to),
+            let to = match &o {
+                Output::Sip(_) => remote,
+                Output::Rtp { to, .. } => *to,
             };
-            // The worker never waits on a send: a full buffer loses the
-            // datagram, and the core's retransmissions and timers decide.
-            if let Err(e) = socket.try_send_to(&bytes, to) {
-                tracing::warn!(%to, error = %e, "the caller pool could not send");
-            }
+            send_by.get_or_insert(now + SEND_WINDOW);
+            outbox.push((o, to));
         }
         if a.rtp_peer.is_none()
             && let Some(peer) = a.caller.remote_rtp()
