@@ -186,6 +186,22 @@ impl Tcp {
     }
 }
 
+/// An INVITE from a raw socket of its own (127.0.0.1, another port), and
+/// the bridge's final answer to it.
+async fn another_invite(bridge: &Bridge, name: &str) -> Response {
+    let udp = Udp::new(bridge).await;
+    let uri = format!("sip:{NUMBER}@{}", bridge.sip);
+    let invite = RequestBuilder::new(Method::Invite, &uri)
+        .via("UDP", &udp.addr(), name)
+        .from(&format!("sip:{name}@127.0.0.1"), name)
+        .to(&uri, None)
+        .call_id(name)
+        .header("Contact", &format!("<sip:{name}@{}>", udp.addr()))
+        .to_bytes();
+    udp.send(&invite).await;
+    udp.final_response().await
+}
+
 /// A normal call still joins: the limits hit before left the bridge whole.
 async fn a_call_joins(bridge: &Bridge, transport: Transport) {
     let id = bridge.enable("after@contoso.com", None).await;
@@ -461,17 +477,7 @@ async fn calls_past_the_per_source_limit_get_503_with_retry_after() {
         .expect("the first call joins");
 
     // A second INVITE from 127.0.0.1 (another port: the same source).
-    let udp = Udp::new(&bridge).await;
-    let uri = format!("sip:{NUMBER}@{}", bridge.sip);
-    let invite = RequestBuilder::new(Method::Invite, &uri)
-        .via("UDP", &udp.addr(), "second")
-        .from("sip:second@127.0.0.1", "s")
-        .to(&uri, None)
-        .call_id("second")
-        .header("Contact", &format!("<sip:second@{}>", udp.addr()))
-        .to_bytes();
-    udp.send(&invite).await;
-    let r = udp.final_response().await;
+    let r = another_invite(&bridge, "second").await;
     assert_eq!((r.status(), r.reason()), (503, "Service Unavailable"));
     let retry = r.header("Retry-After").expect("503 says when to retry");
     assert!(retry.trim().parse::<u32>().is_ok(), "{retry}");
@@ -531,17 +537,7 @@ async fn with_every_rtp_port_held_an_invite_gets_503_and_ended_calls_give_theirs
         .await
         .expect("two calls join, one port each");
 
-    let udp = Udp::new(&bridge).await;
-    let uri = format!("sip:{NUMBER}@{}", bridge.sip);
-    let invite = RequestBuilder::new(Method::Invite, &uri)
-        .via("UDP", &udp.addr(), "third")
-        .from("sip:third@127.0.0.1", "t")
-        .to(&uri, None)
-        .call_id("third")
-        .header("Contact", &format!("<sip:third@{}>", udp.addr()))
-        .to_bytes();
-    udp.send(&invite).await;
-    let r = udp.final_response().await;
+    let r = another_invite(&bridge, "third").await;
     assert_eq!((r.status(), r.reason()), (503, "Service Unavailable"));
     assert!(r.header("Retry-After").is_some());
     assert_eq!(hits(&bridge, "rtp-ports"), 1);

@@ -17,6 +17,15 @@ use tokio::sync::watch;
 /// A whole run may take this long before the test fails.
 const RUN_DEADLINE: Duration = Duration::from_secs(120);
 
+/// Runs a load to its end, within [`RUN_DEADLINE`].
+async fn run(options: LoadOptions) -> dialin::load::LoadReport {
+    let (_stop, stopped) = watch::channel(false);
+    tokio::time::timeout(RUN_DEADLINE, run_load(options, stopped))
+        .await
+        .expect("the run ends within the deadline")
+        .expect("the run starts")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_calls_with_invalid_ids_and_resets_fail_none_and_violate_nothing() {
     let options = LoadOptions {
@@ -30,11 +39,7 @@ async fn two_hundred_calls_with_invalid_ids_and_resets_fail_none_and_violate_not
         seed: 7,
         ..LoadOptions::new()
     };
-    let (_stop, stopped) = watch::channel(false);
-    let report = tokio::time::timeout(RUN_DEADLINE, run_load(options, stopped))
-        .await
-        .expect("the run ends within the deadline")
-        .expect("the run starts");
+    let report = run(options).await;
     assert_eq!(report.calls, 200, "{report}");
     assert_eq!(report.failed, 0, "{report}");
     assert_eq!(report.violations, 0, "{report}");
@@ -84,11 +89,7 @@ async fn a_running_bridge_is_loaded_through_its_admin_api_with_info_digits() {
         socket_per_call: true,
         ..LoadOptions::new()
     };
-    let (_stop, stopped) = watch::channel(false);
-    let report = tokio::time::timeout(RUN_DEADLINE, run_load(options, stopped))
-        .await
-        .expect("the run ends within the deadline")
-        .expect("the run starts");
+    let report = run(options).await;
     assert_eq!(report.failed, 0, "{report}");
     assert_eq!(report.violations, 0, "{report}");
     assert_eq!(
@@ -123,11 +124,7 @@ async fn the_sipp_shaped_flow_sends_keys_back_to_back_on_one_worker() {
         seed: 11,
         ..LoadOptions::new()
     };
-    let (_stop, stopped) = watch::channel(false);
-    let report = tokio::time::timeout(RUN_DEADLINE, run_load(options, stopped))
-        .await
-        .expect("the run ends within the deadline")
-        .expect("the run starts");
+    let report = run(options).await;
     assert_eq!(report.failed, 0, "{report}");
     assert_eq!(report.violations, 0, "{report}");
     assert_eq!(report.undecided, 0, "{report}");
