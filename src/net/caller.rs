@@ -211,8 +211,10 @@ impl LossPattern {
 /// A simulated bad network path: each UDP datagram (SIP and RTP) is lost
 /// with probability `loss`, independently, on the way out and on the way
 /// in; each RTP packet is held back behind the next one with probability
-/// `reorder`. Decided by an RNG seeded with `seed`, so a run can be
-/// repeated. SIP over TCP is not touched (TCP does not lose; its own
+/// `reorder`. Decided by RNGs seeded from `seed`, one for each kind of
+/// datagram (SIP, RTP) and way: the nth SIP message sent is lost or not
+/// whatever RTP went between, so a seed repeats the signalling's losses.
+/// SIP over TCP is not touched (TCP does not lose; its own
 /// retransmissions are the kernel's).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LossyPath {
@@ -247,10 +249,26 @@ impl LossyPath {
     }
 }
 
+/// What a lossy path decides for: each has its own RNG stream.
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    SipOut,
+    SipIn,
+    RtpOut,
+    RtpIn,
+}
+
+impl Stream {
+    fn is_out(self) -> bool {
+        matches!(self, Stream::SipOut | Stream::RtpOut)
+    }
+}
+
 /// The running state of a [`LossyPath`] for one call.
 struct PathSim {
     path: LossyPath,
-    rng: StdRng,
+    /// One per [`Stream`], in its order.
+    rngs: [StdRng; 4],
     counts: PathCounts,
     /// An outgoing RTP packet held back to go after the next one.
     held_out: Option<(Vec<u8>, SocketAddr)>,
@@ -260,32 +278,37 @@ struct PathSim {
 
 impl PathSim {
     fn new(path: LossyPath) -> PathSim {
+        let stream = |n: u64| {
+            StdRng::seed_from_u64(
+                path.seed
+                    .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            )
+        };
         PathSim {
             path,
-            rng: StdRng::seed_from_u64(path.seed),
+            rngs: [stream(0), stream(1), stream(2), stream(3)],
             counts: PathCounts::default(),
             held_out: None,
             held_in: None,
         }
     }
 
-    fn loses_out(&mut self) -> bool {
-        self.counts.sent += 1;
-        let lost = self.rng.random_bool(self.path.loss);
-        self.counts.lost_out += u64::from(lost);
+    /// Whether this datagram is lost (and counts it).
+    fn loses(&mut self, stream: Stream) -> bool {
+        let lost = self.rngs[stream as usize].random_bool(self.path.loss);
+        if stream.is_out() {
+            self.counts.sent += 1;
+            self.counts.lost_out += u64::from(lost);
+        } else {
+            self.counts.arrived += 1;
+            self.counts.lost_in += u64::from(lost);
+        }
         lost
     }
 
-    fn loses_in(&mut self) -> bool {
-        self.counts.arrived += 1;
-        let lost = self.rng.random_bool(self.path.loss);
-        self.counts.lost_in += u64::from(lost);
-        lost
-    }
-
-    /// Whether this packet is held back (none is held already).
-    fn holds(&mut self, already: bool) -> bool {
-        !already && self.rng.random_bool(self.path.reorder)
+    /// Whether this RTP packet is held back (none is held already).
+    fn holds(&mut self, stream: Stream, already: bool) -> bool {
+        !already && self.rngs[stream as usize].random_bool(self.path.reorder)
     }
 }
 
@@ -699,7 +722,7 @@ impl Driver {
                         Ok(Received::Messages(messages, from)) => {
                             let udp = matches!(self.sip, SipLink::Udp(_));
                             for bytes in messages {
-                                if udp && self.path.as_mut().is_some_and(PathSim::loses_in) {
+                                if udp && self.path.as_mut().is_some_and(|p| p.loses(Stream::SipIn)) {
                                     continue;
                                 }
                                 self.handle_sip(&bytes, from);
@@ -779,10 +802,10 @@ impl Driver {
             self.caller.handle_rtp(Instant::now().into_std(), bytes);
             return;
         };
-        if path.loses_in() {
+        if path.loses(Stream::RtpIn) {
             return;
         }
-        if path.holds(path.held_in.is_some()) {
+        if path.holds(Stream::RtpIn, path.held_in.is_some()) {
             path.held_in = Some(bytes.to_vec());
             return;
         }
@@ -840,7 +863,7 @@ impl Driver {
                         continue;
                     }
                     let udp = matches!(self.sip, SipLink::Udp(_));
-                    if udp && self.path.as_mut().is_some_and(PathSim::loses_out) {
+                    if udp && self.path.as_mut().is_some_and(|p| p.loses(Stream::SipOut)) {
                         continue;
                     }
                     (self.sip.send(&bytes, self.remote).await, self.remote)
@@ -848,10 +871,10 @@ impl Driver {
                 Output::Rtp { to, bytes } => {
                     let mut held = None;
                     if let Some(path) = self.path.as_mut() {
-                        if path.loses_out() {
+                        if path.loses(Stream::RtpOut) {
                             continue;
                         }
-                        if path.holds(path.held_out.is_some()) {
+                        if path.holds(Stream::RtpOut, path.held_out.is_some()) {
                             path.held_out = Some((bytes.to_vec(), to));
                             continue;
                         }
@@ -894,6 +917,47 @@ mod tests {
     use std::time::Duration;
 
     const WAIT: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn a_lossy_paths_sip_losses_do_not_depend_on_the_rtp_between() {
+        let path = LossyPath::new(0.3, 0.05, 7).unwrap();
+        let sip_only = |rtp_between: usize| {
+            let mut sim = PathSim::new(path);
+            let mut lost = Vec::new();
+            for n in 0..200 {
+                for _ in 0..(n % 3) * rtp_between {
+                    sim.loses(Stream::RtpOut);
+                    sim.loses(Stream::RtpIn);
+                    sim.holds(Stream::RtpIn, false);
+                }
+                lost.push((sim.loses(Stream::SipOut), sim.loses(Stream::SipIn)));
+            }
+            (lost, sim.counts)
+        };
+        let (quiet, quiet_counts) = sip_only(0);
+        let (busy, busy_counts) = sip_only(5);
+        assert_eq!(quiet, busy, "the same SIP messages were lost");
+        // RTP counts in the totals all the same.
+        assert_eq!(quiet_counts.sent, 200);
+        assert!(busy_counts.sent > 200, "{busy_counts:?}");
+        // Both ways lose, and not the same messages.
+        let out = quiet.iter().filter(|(o, _)| *o).count();
+        let inward = quiet.iter().filter(|(_, i)| *i).count();
+        assert!(
+            (30..90).contains(&out) && (30..90).contains(&inward),
+            "{out} {inward}"
+        );
+        assert_ne!(
+            quiet.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+            quiet.iter().map(|(_, i)| *i).collect::<Vec<_>>()
+        );
+        // Another seed, other losses.
+        let mut other = PathSim::new(LossyPath::new(0.3, 0.05, 8).unwrap());
+        let other: Vec<_> = (0..200)
+            .map(|_| (other.loses(Stream::SipOut), other.loses(Stream::SipIn)))
+            .collect();
+        assert_ne!(quiet, other);
+    }
 
     /// A scripted bridge: one SIP and one RTP socket on loopback.
     struct FakeBridge {
