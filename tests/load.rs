@@ -11,19 +11,34 @@ mod common;
 use std::time::Duration;
 
 use dialin::cmd::load::run_load;
-use dialin::load::{DtmfChoice, LoadOptions};
+use dialin::load::{DtmfChoice, LoadOptions, LoadReport};
 use tokio::sync::watch;
 
 /// A whole run may take this long before the test fails.
 const RUN_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Runs a load to its end, within [`RUN_DEADLINE`].
-async fn run(options: LoadOptions) -> dialin::load::LoadReport {
+async fn run(options: LoadOptions) -> LoadReport {
     let (_stop, stopped) = watch::channel(false);
     tokio::time::timeout(RUN_DEADLINE, run_load(options, stopped))
         .await
         .expect("the run ends within the deadline")
         .expect("the run starts")
+}
+
+/// No call failed, no revocation was violated, and every one of `calls`
+/// was decided: joined, or rejected as invalid or as reset.
+fn assert_clean(report: &LoadReport, calls: u64) {
+    assert_eq!(report.calls, calls, "{report}");
+    assert_eq!(report.failed, 0, "{report}");
+    assert_eq!(report.violations, 0, "{report}");
+    assert_eq!(report.undecided, 0, "{report}");
+    assert_eq!(
+        report.joined + report.rejected_invalid + report.rejected_reset,
+        calls,
+        "{report}"
+    );
+    assert!(report.passed(), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,23 +55,14 @@ async fn two_hundred_calls_with_invalid_ids_and_resets_fail_none_and_violate_not
         ..LoadOptions::new()
     };
     let report = run(options).await;
-    assert_eq!(report.calls, 200, "{report}");
-    assert_eq!(report.failed, 0, "{report}");
-    assert_eq!(report.violations, 0, "{report}");
-    assert_eq!(report.undecided, 0, "{report}");
     // Valid IDs joined (or were rejected because a reset revoked them in
     // time); invalid ones were all rejected.
-    assert_eq!(
-        report.joined + report.rejected_invalid + report.rejected_reset,
-        200,
-        "{report}"
-    );
+    assert_clean(&report, 200);
     let invalid = report.by_kind.get("unknown").copied().unwrap_or(0)
         + report.by_kind.get("revoked").copied().unwrap_or(0);
     assert_eq!(report.rejected_invalid, invalid, "{report}");
     assert!(invalid > 0, "the ratio gave invalid calls: {report}");
     assert!(report.resets > 0, "resets ran during the load: {report}");
-    assert!(report.passed());
     // Every call was answered and judged, and the callers heard audio.
     assert_eq!(report.answer.count(), 200, "{report}");
     assert_eq!(report.whole.count(), 200, "{report}");
@@ -90,13 +96,7 @@ async fn a_running_bridge_is_loaded_through_its_admin_api_with_info_digits() {
         ..LoadOptions::new()
     };
     let report = run(options).await;
-    assert_eq!(report.failed, 0, "{report}");
-    assert_eq!(report.violations, 0, "{report}");
-    assert_eq!(
-        report.joined + report.rejected_invalid + report.rejected_reset,
-        40,
-        "{report}"
-    );
+    assert_clean(&report, 40);
     // Muted prompts: the decision came from the bridge's records, and the
     // `#` INFO's answer timed it.
     assert_eq!(report.decision.count(), 40, "{report}");
@@ -125,14 +125,7 @@ async fn the_sipp_shaped_flow_sends_keys_back_to_back_on_one_worker() {
         ..LoadOptions::new()
     };
     let report = run(options).await;
-    assert_eq!(report.failed, 0, "{report}");
-    assert_eq!(report.violations, 0, "{report}");
-    assert_eq!(report.undecided, 0, "{report}");
-    assert_eq!(
-        report.joined + report.rejected_invalid + report.rejected_reset,
-        200,
-        "{report}"
-    );
+    assert_clean(&report, 200);
     assert!(report.rejected_invalid > 0, "{report}");
     // No audio either way; every `#` INFO's answer timed the decision.
     assert_eq!(report.jitter.count(), 0, "{report}");
