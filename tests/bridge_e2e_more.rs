@@ -111,6 +111,10 @@ async fn over_tcp_three_wrong_ids_end_with_a_bye_and_reason_on_the_connection() 
     assert_eq!(prompts.first(), Some(&PromptId::Welcome), "{report}");
     assert_eq!(prompts.last(), Some(&PromptId::Goodbye), "{report}");
     assert!(!prompts.contains(&PromptId::Joining), "{report}");
+    // The bridge counts the call once our 200 to its BYE reached it.
+    tokio::time::timeout(DEADLINE, bridge.monitor.ended_at_least(1))
+        .await
+        .expect("the bridge ends the call");
     assert_eq!(bridge.monitor.joined_total(), 0);
     assert_eq!(bridge.monitor.bridge_hangups(), 1);
     bridge.stop().await;

@@ -26,12 +26,21 @@ fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A UDP port free right now (SIPp binds it a moment later).
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("an ephemeral port")
-        .port()
+/// An even port for SIPp's RTP echo (`-mp`) that is free with the three
+/// after it (SIPp binds the port and the port + 2). It comes from below the
+/// kernel's ephemeral range (32768 and up here), so no other test's
+/// `bind(0)` takes it between this check and SIPp's bind.
+fn free_media_port() -> u16 {
+    for _ in 0..200 {
+        let port = 2 * rand::random_range(10_000u16..15_000);
+        let held: Vec<_> = (port..port + 4)
+            .map_while(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == 4 {
+            return port;
+        }
+    }
+    panic!("no four free UDP ports in a row between 20000 and 30000");
 }
 
 /// Runs SIPp with `scenario` against the bridge; panics with its output if it fails.
@@ -52,8 +61,8 @@ async fn sipp(bridge: &Bridge, scenario_name: &str, extra: &[String]) {
             "-timeout_error",
         ])
         .args(["-i", "127.0.0.1", "-nostdin", "-trace_err"])
-        .args(["-p", &free_udp_port().to_string()])
-        .args(["-mp", &free_udp_port().to_string()])
+        // No -p: SIPp takes a free port itself.
+        .args(["-mp", &free_media_port().to_string()])
         .args(extra)
         .arg(bridge.sip.to_string());
     let output = tokio::time::timeout(
@@ -110,6 +119,10 @@ async fn sipp_three_invalid_ids_get_the_bridges_bye_with_a_reason() {
     let bridge = Bridge::start().await;
     bridge.enable("alice@contoso.com", Some("7654321")).await;
     sipp(&bridge, "info_invalid_three.xml", &[]).await;
+    // The bridge counts the call once SIPp's 200 to its BYE reached it.
+    tokio::time::timeout(DEADLINE, bridge.monitor.ended_at_least(1))
+        .await
+        .expect("the bridge ends the call");
     assert_eq!(bridge.monitor.joined_total(), 0);
     assert_eq!(bridge.monitor.bridge_hangups(), 1);
     bridge.stop().await;

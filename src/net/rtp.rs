@@ -331,23 +331,15 @@ pub async fn run_call(
     let mut counted = true;
     let mut room: Option<MeetingKey> = None;
     let mut shutting_down = false;
+    let mut release_socket = false;
     loop {
-        // Drain: SIP, RTP, then events (a Join is answered at once, which
-        // may produce more output: bounded by the core's own bounds).
+        // Drain: events, then SIP and RTP. Events first, so that what the
+        // bridge shows (roster, counters, call records) is up to date by the
+        // time the peer has the answer that caused it. A Join is answered at
+        // once, which may produce more output: bounded by the core's own
+        // bounds.
         for _ in 0..64 {
             let mut progressed = false;
-            while let Some(x) = call.poll_transmit() {
-                shared.out.send(&x);
-                progressed = true;
-            }
-            while let Some(p) = call.poll_rtp() {
-                if let Some(s) = &socket
-                    && let Err(e) = s.try_send_to(&p.bytes, p.to)
-                {
-                    tracing::trace!(error = %e, to = %p.to, "RTP send failed");
-                }
-                progressed = true;
-            }
             while let Some(event) = call.poll_event() {
                 progressed = true;
                 let at = now();
@@ -415,20 +407,37 @@ pub async fn run_call(
                         recorder.emit(at, || EventJson::Ended {
                             record: Box::new(json.clone()),
                         });
-                        shared.log.push(json);
-                        shared.ended.fetch_add(1, Ordering::Release);
-                        shared.end_signal.notify_waiters();
                         if matches!(end, CallEnd::BridgeHungUp(_)) {
                             shared.bridge_hangups.fetch_add(1, Ordering::Relaxed);
                         }
                         if std::mem::take(&mut counted) {
                             shared.active.fetch_sub(1, Ordering::AcqRel);
                         }
-                        // The port is free again; signalling lingers to
-                        // absorb retransmissions.
-                        socket = None;
+                        // Last, so that a waiter on the end sees the rest.
+                        shared.log.push(json);
+                        shared.ended.fetch_add(1, Ordering::Release);
+                        shared.end_signal.notify_waiters();
+                        // The port is free again once this pass's last RTP
+                        // is out; signalling lingers to absorb
+                        // retransmissions.
+                        release_socket = true;
                     }
                 }
+            }
+            while let Some(x) = call.poll_transmit() {
+                shared.out.send(&x);
+                progressed = true;
+            }
+            while let Some(p) = call.poll_rtp() {
+                if let Some(s) = &socket
+                    && let Err(e) = s.try_send_to(&p.bytes, p.to)
+                {
+                    tracing::trace!(error = %e, to = %p.to, "RTP send failed");
+                }
+                progressed = true;
+            }
+            if std::mem::take(&mut release_socket) {
+                socket = None;
             }
             if !progressed {
                 break;
@@ -628,21 +637,19 @@ mod tests {
     use super::*;
 
     /// A range of `slots` even ports on loopback that were free a moment
-    /// ago (the OS picked the first).
+    /// ago, from below the kernel's ephemeral range (32768 and up here), so
+    /// that no other test's `bind(0)` takes one in the meantime.
     fn free_range(slots: u16) -> RangeInclusive<u16> {
-        for _ in 0..100 {
-            let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("loopback binds");
-            let port = probe.local_addr().expect("bound").port();
-            drop(probe);
-            let first = port + port % 2;
+        for _ in 0..200 {
+            let first = 2 * rand::random_range(10_000u16..15_000);
             let last = first + (slots - 1) * 2;
             let all_free =
                 (0..slots).all(|i| std::net::UdpSocket::bind(("127.0.0.1", first + i * 2)).is_ok());
-            if last < u16::MAX - 1 && all_free {
+            if all_free {
                 return first..=last;
             }
         }
-        panic!("no free range of {slots} ports on loopback");
+        panic!("no free range of {slots} ports on loopback between 20000 and 30000");
     }
 
     #[tokio::test]
