@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::bridge::{Bridge, DEADLINE, NUMBER, assert_joined, call, call_config};
+use common::bridge::{Bridge, DEADLINE, NUMBER, assert_joined, call, call_config, call_until};
 use dialin::caller::{HangUp, Outcome, Party};
 use dialin::media::dtmf::DtmfMethod;
 use dialin::media::prompts::PromptId;
@@ -71,11 +69,13 @@ async fn a_reset_rejects_the_old_id_at_once_and_leaves_a_joined_call_up() {
     let bridge = Bridge::start().await;
     let old = bridge.enable("alice@contoso.com", None).await;
 
-    // A caller joins with the ID and stays for a while.
+    // A caller joins with the ID and stays until the second call is over.
     let mut long = call_config(&bridge, NUMBER, &format!("{old}#"), DtmfMethod::Info);
-    // Stays well past the second caller's join (about 8 s after this one's).
-    long.hang_up = HangUp::AfterJoined(Duration::from_secs(10));
-    let in_meeting = tokio::spawn(call(long));
+    long.hang_up = HangUp::WaitForBye;
+    let (leave, left) = tokio::sync::oneshot::channel::<()>();
+    let in_meeting = tokio::spawn(call_until(long, async {
+        let _ = left.await;
+    }));
     tokio::time::timeout(DEADLINE, bridge.monitor.joined_at_least(1))
         .await
         .expect("the first caller joins");
@@ -107,6 +107,7 @@ async fn a_reset_rejects_the_old_id_at_once_and_leaves_a_joined_call_up() {
     assert_eq!(late.outcome, Outcome::Completed, "{late}");
 
     // The first caller was not thrown out by the reset.
+    let _ = leave.send(());
     let first = in_meeting.await.unwrap();
     assert_joined(&first);
     assert_eq!(bridge.monitor.joined_total(), 2);

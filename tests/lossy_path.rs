@@ -6,7 +6,7 @@
 //! retransmission for a lost ACK, Timer E for INFO) carry the signalling,
 //! and RFC 4733's repeated end packets carry the keys.
 //!
-//! The bridge here waits 30 s for a key, not 5. With a fifth lost each way,
+//! The bridge here waits 40 s for a key, not 5. With a fifth lost each way,
 //! an INFO's 200 now and then needs 5 tries to come back (7.5 s; Timer E
 //! backs off to 4 s), and the caller sends the next key only then: the
 //! default inter-digit timeout would end the entry first. That is the
@@ -18,8 +18,8 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::bridge::{Bridge, NUMBER, assert_joined, call, call_config};
-use dialin::caller::{CallReport, Direction, PathCounts};
+use common::bridge::{Bridge, NUMBER, assert_joined, call_config, call_within};
+use dialin::caller::{CallReport, Direction, HangUp, PathCounts};
 use dialin::media::dtmf::DtmfMethod;
 use dialin::net::caller::LossyPath;
 
@@ -27,8 +27,11 @@ const LOSS: f64 = 0.20;
 const REORDER: f64 = 0.05;
 /// Calls per DTMF method.
 const CALLS: u64 = 5;
-/// How long the bridge waits for a key: past the 7.5 s an INFO may need.
-const KEY_WAIT: Duration = Duration::from_secs(30);
+/// How long the bridge waits for a key: past the 32 s an INFO transaction
+/// may retransmit for (64×T1), so only a key that SIP gave up on is missed.
+const KEY_WAIT: Duration = Duration::from_secs(40);
+/// How long a call may take: retransmissions stretch every step.
+const CALL_DEADLINE: Duration = Duration::from_secs(90);
 
 /// Requests this call sent more than once (same start line and CSeq):
 /// what the lossy path made SIP retransmit.
@@ -70,7 +73,11 @@ async fn every_call_joins_through_a_path_that_loses_a_fifth_each_way() {
         let digits = format!("{}#", ids[n as usize]);
         let mut config = call_config(&bridge, NUMBER, &digits, method);
         config.lossy_path = Some(LossyPath::new(LOSS, REORDER, 0x10557 + n).expect("valid ratios"));
-        calls.spawn(async move { (method, digits, call(config).await) });
+        // Long enough after "joining" to recognise "first person" through
+        // the loss.
+        config.hang_up = HangUp::AfterJoined(Duration::from_millis(3500));
+        config.timeout = CALL_DEADLINE;
+        calls.spawn(async move { (method, digits, call_within(config, CALL_DEADLINE).await) });
     }
 
     let mut total = PathCounts::default();

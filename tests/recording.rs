@@ -69,7 +69,7 @@ async fn a_recorded_call_holds_the_prompts_it_heard_where_they_played() {
     let dir = folder.path().join("recordings");
     let mut config = call_config(&bridge, NUMBER, &format!("{id}#"), DtmfMethod::Rfc4733);
     // Long enough after "joining" for "you are the first person" to play out.
-    config.hang_up = dialin::caller::HangUp::AfterJoined(Duration::from_millis(4500));
+    config.hang_up = dialin::caller::HangUp::AfterJoined(Duration::from_millis(5500));
     config.record = Some(RecordTo::Dir(dir.clone()));
     let report = call(config).await;
     assert_joined(&report);

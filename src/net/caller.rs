@@ -1262,7 +1262,9 @@ mod tests {
         // A bound socket that never answers; short timers keep the test short.
         let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let mut config = CallConfig::new(format!("sip:1@{}", silent.local_addr().unwrap()));
-        config.timeout = Duration::from_millis(500);
+        // INVITEs at 0, 20 and 60 ms, then 140, 300, 620 ms: three sends
+        // leave 900 ms for a busy machine.
+        config.timeout = Duration::from_secs(1);
         config.timers.t1 = Duration::from_millis(20);
         config.seed = Some(2);
         let err = place_call(config, std::future::pending())
@@ -1272,7 +1274,7 @@ mod tests {
             CallError::Timeout { report, .. } => {
                 assert_eq!(report.outcome, Outcome::Cancelled);
                 assert!(
-                    report.ladder.len() >= 5,
+                    report.ladder.len() >= 3,
                     "INVITE retransmitted: {:?}",
                     report.ladder
                 );
@@ -1318,7 +1320,9 @@ mod tests {
     async fn lost_invites_are_really_not_sent_and_timer_a_gets_through() {
         let mut bridge = FakeBridge::bind().await;
         let mut config = config(&bridge, DtmfPlan::none());
-        config.timers.t1 = Duration::from_millis(20);
+        // INVITEs at 0, 200 and 600 ms; a fourth would wait until 1.4 s,
+        // time enough for the answer to the third on a busy machine.
+        config.timers.t1 = Duration::from_millis(200);
         config.drop_outgoing = Some(LossPattern::first(2, "invite"));
         config.hang_up = HangUp::AfterAnswer(Duration::ZERO);
         let call = tokio::spawn(place_call(config, std::future::pending()));

@@ -46,7 +46,22 @@ pub fn call_config(bridge: &Bridge, number: &str, digits: &str, method: DtmfMeth
 
 /// Places the call, bounded by the deadline.
 pub async fn call(config: CallConfig) -> CallReport {
-    tokio::time::timeout(DEADLINE, place_call(config, std::future::pending::<()>()))
+    call_within(config, DEADLINE).await
+}
+
+/// Places the call, bounded by `deadline` (set `config.timeout` to match).
+pub async fn call_within(config: CallConfig, deadline: Duration) -> CallReport {
+    tokio::time::timeout(deadline, place_call(config, std::future::pending::<()>()))
+        .await
+        .expect("the call ends within the deadline")
+        .expect("the call ran")
+}
+
+/// Places the call and hangs it up (BYE) when `hang_up` resolves, bounded
+/// by the deadline: for a caller that must stay until something else has
+/// happened, whatever the machine's speed.
+pub async fn call_until(config: CallConfig, hang_up: impl Future<Output = ()>) -> CallReport {
+    tokio::time::timeout(DEADLINE, place_call(config, hang_up))
         .await
         .expect("the call ends within the deadline")
         .expect("the call ran")
