@@ -4,6 +4,12 @@ use clap::Parser;
 use dialin::cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc, not glibc's malloc: under load the bridge's calls allocate on
+/// one worker thread and free on another, and glibc's per-arena locks made
+/// allocation a fifth of the bridge's CPU (BENCHMARKS.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
