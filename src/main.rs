@@ -6,7 +6,9 @@ use tracing_subscriber::EnvFilter;
 
 /// mimalloc, not glibc's malloc: under load the bridge's calls allocate on
 /// one worker thread and free on another, and glibc's per-arena locks made
-/// allocation a fifth of the bridge's CPU (BENCHMARKS.md, "The allocator").
+/// allocation a fifth of the bridge's CPU. Built without transparent huge
+/// pages, which had the kernel zero 2 MiB each time mimalloc reused memory
+/// (BENCHMARKS.md, "The allocator").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
