@@ -259,7 +259,8 @@ pub struct CallArgs {
     /// the next one, each way.
     #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
     pub reorder: f64,
-    /// Seed for --loss and --reorder, to repeat a run exactly.
+    /// Seed for --loss and --reorder: the same seed loses the same SIP
+    /// messages again (which RTP packets are lost also depends on timing).
     #[arg(long, default_value_t = 1)]
     pub loss_seed: u64,
 }
