@@ -76,7 +76,6 @@ async fn every_call_joins_through_a_path_that_loses_a_fifth_each_way() {
         // Long enough after "joining" to recognise "first person" through
         // the loss.
         config.hang_up = HangUp::AfterJoined(Duration::from_millis(3500));
-        config.timeout = CALL_DEADLINE;
         calls.spawn(async move { (method, digits, call_within(config, CALL_DEADLINE).await) });
     }
 

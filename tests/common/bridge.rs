@@ -13,7 +13,7 @@ use dialin::caller::{CallReport, DtmfPlan, HangUp, Outcome, Party};
 use dialin::media::dtmf::DtmfMethod;
 use dialin::media::prompts::PromptCatalog;
 use dialin::media::prompts::PromptId;
-use dialin::net::caller::{CallConfig, place_call};
+use dialin::net::caller::{CallConfig, CallError, HANG_UP_GRACE, place_call};
 use dialin::net::rtp::BridgeMonitor;
 use dialin::net::server::{ServeOptions, Server};
 use dialin::net::sip::SipOptions;
@@ -49,22 +49,33 @@ pub async fn call(config: CallConfig) -> CallReport {
     call_within(config, DEADLINE).await
 }
 
-/// Places the call, bounded by `deadline` (set `config.timeout` to match).
-pub async fn call_within(config: CallConfig, deadline: Duration) -> CallReport {
-    tokio::time::timeout(deadline, place_call(config, std::future::pending::<()>()))
-        .await
-        .expect("the call ends within the deadline")
-        .expect("the call ran")
+/// Places the call, which hangs up after `deadline`.
+pub async fn call_within(mut config: CallConfig, deadline: Duration) -> CallReport {
+    config.timeout = deadline;
+    placed(config, std::future::pending::<()>()).await
 }
 
 /// Places the call and hangs it up (BYE) when `hang_up` resolves, bounded
-/// by the deadline: for a caller that must stay until something else has
-/// happened, whatever the machine's speed.
+/// by the call's timeout: for a caller that must stay until something
+/// else has happened, whatever the machine's speed.
 pub async fn call_until(config: CallConfig, hang_up: impl Future<Output = ()>) -> CallReport {
-    tokio::time::timeout(DEADLINE, place_call(config, hang_up))
-        .await
-        .expect("the call ends within the deadline")
-        .expect("the call ran")
+    placed(config, hang_up).await
+}
+
+/// Places the call; a call past its timeout fails the test with the
+/// partial report. The task's own bound is later than the call's timeout
+/// plus the grace it waits for the answer to its BYE, so the caller's
+/// timeout, whose error carries that report, comes first.
+async fn placed(config: CallConfig, hang_up: impl Future<Output = ()>) -> CallReport {
+    let bound = config.timeout + HANG_UP_GRACE + Duration::from_secs(5);
+    match tokio::time::timeout(bound, place_call(config, hang_up)).await {
+        Ok(Ok(report)) => report,
+        Ok(Err(CallError::Timeout { timeout, report })) => {
+            panic!("the call did not end within {timeout:?}: {report}")
+        }
+        Ok(Err(err)) => panic!("the call did not run: {:#}", anyhow::Error::from(err)),
+        Err(_) => panic!("the call's task did not return within {bound:?}"),
+    }
 }
 
 /// The caller joined, heard welcome, joining and first person, and hung up
