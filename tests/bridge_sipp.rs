@@ -27,20 +27,9 @@ fn scenario(name: &str) -> PathBuf {
 }
 
 /// An even port for SIPp's RTP echo (`-mp`) that is free with the three
-/// after it (SIPp binds the port and the port + 2). It comes from below the
-/// kernel's ephemeral range (32768 and up here), so no other test's
-/// `bind(0)` takes it between this check and SIPp's bind.
+/// after it (SIPp binds the port and the port + 2).
 fn free_media_port() -> u16 {
-    for _ in 0..200 {
-        let port = 2 * rand::random_range(10_000u16..15_000);
-        let held: Vec<_> = (port..port + 4)
-            .map_while(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).ok())
-            .collect();
-        if held.len() == 4 {
-            return port;
-        }
-    }
-    panic!("no four free UDP ports in a row between 20000 and 30000");
+    common::free_udp_ports(4, 1)
 }
 
 /// Runs SIPp with `scenario` against the bridge; panics with its output if it fails.
@@ -61,7 +50,7 @@ async fn sipp(bridge: &Bridge, scenario_name: &str, extra: &[String]) {
             "-timeout_error",
         ])
         .args(["-i", "127.0.0.1", "-nostdin", "-trace_err"])
-        // No -p: SIPp takes a free port itself.
+        // No -p: SIPp binds the first free port from 5060 up.
         .args(["-mp", &free_media_port().to_string()])
         .args(extra)
         .arg(bridge.sip.to_string());

@@ -509,19 +509,10 @@ async fn calls_past_the_per_source_limit_get_503_with_retry_after() {
     bridge.stop().await;
 }
 
-/// Two even ports on loopback that were free a moment ago, from below the
-/// kernel's ephemeral range (32768 and up here), so that no other test's
-/// `bind(0)` takes one before the bridge binds it.
+/// Two even RTP ports for the bridge that were free a moment ago.
 fn two_free_ports() -> std::ops::RangeInclusive<u16> {
-    for _ in 0..200 {
-        let first = 2 * rand::random_range(10_000u16..15_000);
-        if std::net::UdpSocket::bind(("127.0.0.1", first)).is_ok()
-            && std::net::UdpSocket::bind(("127.0.0.1", first + 2)).is_ok()
-        {
-            return first..=first + 2;
-        }
-    }
-    panic!("no two free ports on loopback between 20000 and 30000");
+    let first = common::free_udp_ports(2, 2);
+    first..=first + 2
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -637,8 +637,9 @@ mod tests {
     use super::*;
 
     /// A range of `slots` even ports on loopback that were free a moment
-    /// ago, from below the kernel's ephemeral range (32768 and up here), so
-    /// that no other test's `bind(0)` takes one in the meantime.
+    /// ago, from 20000-29999, below Linux's default ephemeral range (32768
+    /// and up), so that no other test's `bind(0)` takes one in the meantime.
+    /// (The integration tests share theirs in `tests/common`.)
     fn free_range(slots: u16) -> RangeInclusive<u16> {
         for _ in 0..200 {
             let first = 2 * rand::random_range(10_000u16..15_000);

@@ -38,6 +38,24 @@ pub fn loopback_any_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
+/// The first of `count` UDP ports on loopback, `step` apart from an even
+/// first port, that were all free a moment ago. They come from 20000-29999,
+/// below Linux's default ephemeral range (32768 and up, see
+/// `net.ipv4.ip_local_port_range`), so no other test's `bind(0)` takes one
+/// between this check and the bind that needs it.
+pub fn free_udp_ports(count: u16, step: u16) -> u16 {
+    for _ in 0..200 {
+        let first = 2 * rand::random_range(10_000u16..15_000 - count * step / 2);
+        let held: Vec<_> = (0..count)
+            .map_while(|i| std::net::UdpSocket::bind(("127.0.0.1", first + i * step)).ok())
+            .collect();
+        if held.len() == usize::from(count) {
+            return first;
+        }
+    }
+    panic!("no {count} free UDP ports {step} apart on loopback between 20000 and 30000");
+}
+
 // ------------------------------------------------------------------ in-process server
 
 /// `Server::bind` + `run` on a fresh data folder, in the test's runtime.
