@@ -16,11 +16,11 @@ use std::net::SocketAddr;
 
 use std::time::Duration;
 
-use common::bridge::{Bridge, DEADLINE, NUMBER, assert_joined, call, call_config};
+use common::bridge::{Bridge, DEADLINE, NUMBER, assert_joined, call, call_config, call_until};
 use dialin::caller::{CallReport, Direction, HangUp, Outcome, Party, Transport};
 use dialin::media::dtmf::DtmfMethod;
 use dialin::media::prompts::PromptId;
-use dialin::net::caller::{CallConfig, LossPattern, place_call};
+use dialin::net::caller::{CallConfig, LossPattern};
 use dialin::sip::message::{self, Message, Method, RequestBuilder, SipHeaders};
 use tokio::net::UdpSocket;
 
@@ -145,11 +145,7 @@ async fn a_hang_up_before_any_response_acks_and_ends_the_late_answer() {
     // after sending the INVITE, before any response, so no CANCEL may go
     // yet (§9.1); the bridge's 100 may bring one, which crosses its 200;
     // either way the 200 gets its ACK and a BYE.
-    let placed = place_call(config, std::future::ready(()));
-    let report = tokio::time::timeout(DEADLINE, placed)
-        .await
-        .expect("the call ends within the deadline")
-        .expect("the call ran");
+    let report = call_until(config, std::future::ready(())).await;
     assert_eq!(report.outcome, Outcome::Cancelled, "{report}");
     assert_eq!(report.hung_up_by, Some(Party::Caller), "{report}");
     assert_eq!(count(&report, Direction::Sent, "ACK "), 1, "{report}");

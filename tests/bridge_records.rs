@@ -7,12 +7,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::bridge::{Bridge, DEADLINE};
+use common::bridge::{Bridge, DEADLINE, call};
 use common::{dialin_command, run_bounded};
 use dialin::caller::{DtmfPlan, HangUp, Outcome};
 use dialin::client::Client;
 use dialin::media::dtmf::DtmfMethod;
-use dialin::net::caller::{CallConfig, place_call};
+use dialin::net::caller::CallConfig;
 use serde_json::Value;
 
 const NUMBER: &str = "+14255550100";
@@ -68,12 +68,8 @@ async fn a_wrong_then_right_id_is_recorded_in_the_api_the_cli_and_the_events_fil
     config.dtmf = DtmfPlan::parse(&format!("{WRONG}#,,,,{RIGHT}#"), DtmfMethod::Rfc4733)
         .expect("valid digits");
     config.hang_up = HangUp::AfterJoined(Duration::from_millis(2500));
-    config.timeout = DEADLINE;
     config.seed = Some(7001);
-    let report = tokio::time::timeout(DEADLINE, place_call(config, std::future::pending::<()>()))
-        .await
-        .expect("the call ends within the deadline")
-        .expect("the call ran");
+    let report = call(config).await;
     assert_eq!(report.outcome, Outcome::Completed, "{report}");
     tokio::time::timeout(DEADLINE, bridge.monitor.ended_at_least(1))
         .await
